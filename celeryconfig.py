@@ -1,0 +1,56 @@
+"""Celery settings for atlaspipe, read by ``atlaspipe.taskapp`` through ``config_from_object``.
+
+Connection URLs are not here: they come from the environment (``ATLASPIPE_BROKER_URL``,
+``ATLASPIPE_RESULT_BACKEND`` or their ``*_FILE`` variants) so that no credential is committed.
+"""
+
+from kombu import Exchange, Queue
+
+STAGE_QUEUES = ("load", "process", "aggregate", "plot")
+
+_exchange = Exchange("atlaspipe", type="direct")
+task_queues = tuple(Queue(name, _exchange, routing_key=name) for name in STAGE_QUEUES)
+task_default_queue = "load"
+task_default_exchange = "atlaspipe"
+task_default_routing_key = "load"
+task_routes = {
+    "atlaspipe.plan_run": {"queue": "load", "routing_key": "load"},
+    "atlaspipe.process_chunk": {"queue": "process", "routing_key": "process"},
+    "atlaspipe.aggregate_run": {"queue": "aggregate", "routing_key": "aggregate"},
+    "atlaspipe.finalize_run": {"queue": "plot", "routing_key": "plot"},
+}
+
+# JSON only: a pickled message is refused before it can run code.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# A chunk is acknowledged only once its result is stored, so a lost worker's chunk is redelivered.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_acks_on_failure_or_timeout = True
+
+# Chunks are sized to take seconds; these limits catch a hung read without killing slow networks.
+task_soft_time_limit = 600
+task_time_limit = 660
+
+# Redis keeps chord counters and small task results only; chunk histograms are stored by reference.
+result_expires = 24 * 3600
+result_extended = False
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+broker_heartbeat = 30
+# Long unacked chunks must outlive RabbitMQ's default 30-minute consumer_timeout.
+broker_transport_options = {"confirm_publish": True}
+
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+worker_hijack_root_logger = False
+worker_max_tasks_per_child = 2000
+timezone = "UTC"
+enable_utc = True
