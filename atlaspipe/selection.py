@@ -7,6 +7,7 @@ the workers, the generator's cross-checks and the benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -103,7 +104,7 @@ def has_sfos_pairs(charge: np.ndarray, ltype: np.ndarray) -> BoolArray:
 
 def four_lepton_mass(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
     """|p1+p2+p3+p4| for (events, 4) arrays, in the unit of the inputs, computed in float64."""
-    leptons = [
+    leptons: list[Any] = [
         vector.array({
             "pt": pt[:, i].astype(np.float64), "eta": eta[:, i].astype(np.float64),
             "phi": phi[:, i].astype(np.float64), "E": energy[:, i].astype(np.float64),

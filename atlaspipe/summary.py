@@ -1,0 +1,51 @@
+"""The short text summary printed at the end of a run, by ``atlaspipe run`` and ``atlaspipe-submit``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def format_summary(results: Mapping[str, Any], run_dir: Path, wall_seconds: float | None = None) -> str:
+    """Yields per sample, the data count, the significance figures and where the outputs are."""
+    lines = []
+    status = results.get("status", "complete")
+    title = f"run {results['run_id']} · release {results['release']} · {results['luminosity_fb']:g} fb⁻¹"
+    if status != "complete":
+        title += f" · {status.upper()}"
+    lines.append(title)
+    lines.append(f"{'sample':<44} {'selected':>9} {'yield':>12} {'± stat':>10}")
+    for name, sample in results["samples"].items():
+        lines.append(f"{name:<44} {sample['events_selected']:>9} {sample['yield']:>12.4f} "
+                     f"{sample['yield_uncertainty']:>10.4f}")
+    data = results["data"]
+    lines.append(f"{'data':<44} {data['events_selected']:>9} {data['events_in_range']:>12} "
+                 f"{'(in range)':>10}")
+    significance = results.get("significance", {})
+    if significance:
+        lo, hi = significance["window_gev"]
+        lines.append(
+            f"{lo:g}–{hi:g} GeV: N(S+B) = {significance['n_sig_plus_bg']:.3f}, N(B) = {significance['n_bg']:.3f}, "
+            f"Z(notebook) = {significance['notebook']:.3f}, Z(Asimov) = {significance.get('asimov', float('nan')):.3f}"
+        )
+    fit = results.get("fit")
+    if fit and fit.get("mu") is not None:
+        lines.append(
+            f"fit: μ = {fit['mu']:.3f} ± {fit['mu_uncertainty']:.3f}, "
+            f"Z observed = {fit['significance_observed']:.2f}, expected = {fit['significance_expected']:.2f}"
+        )
+    failed = results.get("chunks", {}).get("failed", [])
+    if failed:
+        lines.append(f"{len(failed)} chunk(s) failed:")
+        lines.extend(f"  chunk {f['chunk_id']} {f['source']} [{f['entry_start']}, {f['entry_stop']}): {f['error']}"
+                     for f in failed[:20])
+        if len(failed) > 20:
+            lines.append(f"  … and {len(failed) - 20} more (see status.json)")
+    if wall_seconds is not None:
+        lines.append(f"wall time {wall_seconds:.2f} s")
+    lines.append(f"outputs: {run_dir}")
+    for key, name in results.get("outputs", {}).items():
+        if key in ("m4l_png", "results_json", "report_html"):
+            lines.append(f"  {run_dir / name}")
+    return "\n".join(lines)
