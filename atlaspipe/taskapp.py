@@ -1,0 +1,20 @@
+"""The Celery application. Settings come from ``celeryconfig``; URLs and secrets from the environment."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from atlaspipe.config import RuntimeSettings
+
+
+def create_app(broker_url: str | None = None, result_backend: str | None = None) -> Celery:
+    """A Celery app with atlaspipe's queues and tasks; URLs default to the environment's."""
+    settings = RuntimeSettings.from_env()
+    application = Celery("atlaspipe", include=["atlaspipe.tasks"])
+    application.config_from_object("celeryconfig")
+    application.conf.broker_url = broker_url or settings.broker_url
+    application.conf.result_backend = result_backend or settings.result_backend
+    return application
+
+
+app = create_app()
