@@ -30,9 +30,10 @@ result_accept_content = ["json"]
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_acks_on_failure_or_timeout = True
 
 # Chunks are sized to take seconds; these limits catch a hung read without killing slow networks.
+# They stay well under RabbitMQ's consumer_timeout (30 min by default; the shipped broker configs
+# raise it), which would otherwise close the channel of a worker holding an unacked chunk.
 task_soft_time_limit = 600
 task_time_limit = 660
 
@@ -44,7 +45,6 @@ result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
 broker_heartbeat = 30
-# Long unacked chunks must outlive RabbitMQ's default 30-minute consumer_timeout.
 broker_transport_options = {"confirm_publish": True}
 
 worker_send_task_events = True

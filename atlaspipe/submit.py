@@ -37,6 +37,8 @@ def _submit_parser() -> argparse.ArgumentParser:
     _connection_options(parser)
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish even if some inputs fail; outputs are marked PARTIAL")
+    parser.add_argument("--keep-records", action="store_true",
+                        help="keep the per-chunk records in Redis after success, for inspection")
     wait = parser.add_mutually_exclusive_group()
     wait.add_argument("--wait", dest="wait", action="store_true", default=True, help="follow the run (default)")
     wait.add_argument("--no-wait", dest="wait", action="store_false", help="print the run id and return")
@@ -94,6 +96,7 @@ def _request(args: argparse.Namespace, run_id: str) -> dict[str, Any]:
         "samples": list(args.samples), "base_url": args.base_url,
         "config": {k: v for k, v in config.to_json_dict().items() if k != "release"},
         "output_dir": str(output), "allow_partial": bool(args.allow_partial),
+        "keep_records": bool(args.keep_records),
         "submitted_by": f"{getpass.getuser()}@{socket.gethostname()}",
     }
 

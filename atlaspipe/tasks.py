@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import before_task_publish
 
 from atlaspipe.chunks import Chunk
 from atlaspipe.config import AnalysisConfig, RuntimeSettings
@@ -20,6 +22,15 @@ log = logging.getLogger(__name__)
 
 MAX_TIMEOUT_RETRIES = 2
 _records: RunRecords | None = None
+_largest_message_bytes = 0
+
+
+@before_task_publish.connect
+def _measure_message(body: Any = None, **_: Any) -> None:
+    """Keep the size of the largest task message this process published, for the run records."""
+    global _largest_message_bytes
+    size = len(json.dumps(body, default=str))
+    _largest_message_bytes = max(_largest_message_bytes, size)
 
 
 def records() -> RunRecords:
@@ -57,7 +68,10 @@ def plan_run(self: Task, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "error": str(exc)}
     store.save_plan(plan)
     store.set_state(run_id, "running", chunks_total=len(plan.chunks), notes=plan.notes)
+    global _largest_message_bytes
+    _largest_message_bytes = 0
     run_graph(run_id, plan.chunks, config.to_json_dict()).apply_async()
+    store.set_state(run_id, "running", largest_message_bytes=_largest_message_bytes)
     return {"run_id": run_id, "chunks_total": len(plan.chunks)}
 
 
@@ -134,6 +148,6 @@ def finalize_run(self: Task, run_id: str) -> dict[str, Any]:
         "events_read": int(meta.get("events_read", 0)), "started": meta.get("created"),
         "updated": meta.get("updated"), "message": message, "executor": "celery", "failed": failed,
     })
-    if state == "succeeded":
+    if state == "succeeded" and not request.get("keep_records", False):
         store.release_bulk(run_id)
     return {"run_id": run_id, "state": state, "run_dir": str(run_dir)}

@@ -1,0 +1,171 @@
+"""The pipeline on real Celery workers, RabbitMQ and Redis, against the in-process run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import uproot
+
+from atlaspipe.config import analysis_config
+from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
+from atlaspipe.processing import aggregate, build_results
+from atlaspipe.runner import execute_plan
+from tests.conftest import BACKEND_URL, WorkerPool
+
+pytestmark = pytest.mark.integration
+
+ONE_MIB = 1 << 20
+
+
+def submit(pool: WorkerPool, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "atlaspipe.submit", *args, "--quiet"], env=pool.env, cwd=pool.tmp,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def run_dir_of(completed: subprocess.CompletedProcess[str]) -> Path:
+    for line in completed.stderr.splitlines():
+        if "outputs will be in" in line:
+            return Path(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no run folder in the submitter's output:\n{completed.stderr}")
+
+
+def in_process_results(chunk_size: int) -> dict[str, Any]:
+    from atlaspipe.embedded import embedded_sample_dir
+
+    release, files = resolve_inputs(None, [str(embedded_sample_dir())])
+    plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=chunk_size), files)
+    return build_results(aggregate(plan, execute_plan(plan)), plan)
+
+
+def histograms(results: dict[str, Any]) -> dict[str, Any]:
+    out = {"data": results["data"]["histogram"], "data_channels": results["data"]["channels"]}
+    for name, sample in results["samples"].items():
+        out[name] = (sample["histogram"], sample["sumw2"], sample["channels"], sample["events_selected"])
+    return out
+
+
+def test_embedded_sample_on_workers_is_bit_identical_to_in_process(stage_workers: WorkerPool) -> None:
+    chunk_size = 700
+    completed = submit(stage_workers, "--chunk-size", str(chunk_size))
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    run_dir = run_dir_of(completed)
+    distributed = json.loads((run_dir / "results.json").read_text())
+    local = in_process_results(chunk_size)
+    assert histograms(distributed) == histograms(local)
+    assert distributed["significance"]["notebook"] > 0
+    assert (run_dir / "m4l.png").stat().st_size > 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["executor"] == "celery"
+    assert all(i["checksum"].startswith("sha256:") for i in manifest["inputs"])
+    assert "yield" in completed.stdout and str(run_dir) in completed.stdout
+
+
+def test_two_process_workers_share_the_chunks(stage_workers: WorkerPool) -> None:
+    second = stage_workers.start("process2", "process")
+    completed = submit(stage_workers, "--chunk-size", "300")
+    assert completed.returncode == 0, completed.stderr
+    manifest = json.loads((run_dir_of(completed) / "manifest.json").read_text())
+    process_workers = {w for w in manifest["workers"] if w.startswith("process")}
+    assert second in process_workers and len(process_workers) == 2, manifest["workers"]
+
+
+def write_many_entries_file(path: Path, entries: int) -> None:
+    """A valid 2020-schema data file with ``entries`` identical four-muon events."""
+    counts = np.full(entries, 4, dtype=np.int32)
+    import awkward as ak
+
+    def jagged(values: list[float], dtype: Any) -> ak.Array:
+        return ak.unflatten(np.tile(np.asarray(values, dtype=dtype), entries), counts)
+
+    with uproot.recreate(path) as handle:
+        handle.mktree("mini", {
+            "lep_n": np.int32, "lep_pt": "var * float32", "lep_eta": "var * float32",
+            "lep_phi": "var * float32", "lep_E": "var * float32", "lep_charge": "var * int32",
+            "lep_type": "var * uint32",
+        }, counter_name=lambda _: "lep_n")
+        handle["mini"].extend({
+            "lep_n": counts, "lep_pt": jagged([5e4, 4e4, 3e4, 2e4], np.float32),
+            "lep_eta": jagged([0.1, -0.4, 0.8, 1.2], np.float32), "lep_phi": jagged([0.0, 2.0, 4.0, 1.0], np.float32),
+            "lep_E": jagged([6e4, 5e4, 4e4, 5e4], np.float32), "lep_charge": jagged([1, -1, 1, -1], np.int32),
+            "lep_type": jagged([13, 13, 13, 13], np.uint32),
+        })
+
+
+def test_two_thousand_tiny_chunks_stay_within_the_size_limits(stage_workers: WorkerPool) -> None:
+    data = stage_workers.tmp / "inputs" / "data_A.4lep.root"
+    data.parent.mkdir()
+    write_many_entries_file(data, 2000)
+    completed = submit(stage_workers, "--input", str(data), "--chunk-size", "1", "--keep-records",
+                       "--allow-partial", timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((run_dir_of(completed) / "results.json").read_text())
+    assert results["chunks"]["total"] == 2000 and not results["chunks"]["failed"]
+    assert results["data"]["events_read"] == 2000 and results["data"]["events_selected"] == 2000
+
+    from atlaspipe.records import RunRecords
+
+    store = RunRecords(BACKEND_URL)
+    run_id = results["run_id"]
+    sizes = dict(store.value_sizes(run_id))
+    chunk_results = [size for key, size in sizes.items() if ":results/" in key]
+    assert len(chunk_results) == 2000
+    assert max(chunk_results) < 64 * 1024
+    assert max(sizes.values()) < ONE_MIB
+    largest_message = int(store.meta(run_id)["largest_message_bytes"])
+    assert 0 < largest_message < ONE_MIB
+    largest_backend_value = largest_value_in(store.redis)
+    assert largest_backend_value < ONE_MIB
+    print(f"2000 chunks: largest chunk result {max(chunk_results)} B, largest message {largest_message} B, "
+          f"largest backend value {largest_backend_value} B")
+
+
+def largest_value_in(client: redis.Redis) -> int:
+    """The largest value stored anywhere in the test database (strings, hash fields, list items)."""
+    largest = 0
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key).decode()
+        if kind == "string":
+            largest = max(largest, int(client.strlen(key)))
+        elif kind == "hash":
+            largest = max([largest, *(len(v) for v in client.hvals(key))])
+        elif kind == "list":
+            largest = max([largest, *(len(v) for v in client.lrange(key, 0, -1))])
+    return largest
+
+
+def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "atlaspipe.submit", "--broker", "amqp://guest:guest@127.0.0.1:1//"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert completed.returncode != 0
+    assert time.monotonic() - started < 15
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "broker" in lines[0] and "unreachable" in lines[0], completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_failed_chunk_is_reported_with_file_and_branch(stage_workers: WorkerPool) -> None:
+    inputs = stage_workers.tmp / "inputs"
+    inputs.mkdir()
+    write_many_entries_file(inputs / "data_A.4lep.root", 50)
+    broken = inputs / "data_B.4lep.root"
+    with uproot.recreate(broken) as handle:
+        handle.mktree("mini", {"runNumber": np.int32})
+        handle["mini"].extend({"runNumber": np.arange(10, dtype=np.int32)})
+    completed = submit(stage_workers, "--input", str(inputs))
+    assert completed.returncode == 1, completed.stderr
+    assert str(broken) in completed.stderr and "lep_pt" in completed.stderr
+    assert "resume" in completed.stderr
+    assert "Traceback" not in completed.stderr
