@@ -12,7 +12,6 @@ from typing import Any
 import awkward as ak
 import numpy as np
 import numpy.typing as npt
-import vector
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -73,10 +72,87 @@ def required_branches(schema: str, is_mc: bool) -> list[str]:
     return branches + (list(WEIGHT_BRANCHES_2025E) if is_mc else [])
 
 
+def _list_parts(values: ak.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(starts, stops, flat content) of a one-level jagged numeric array; None for other layouts."""
+    layout = ak.to_layout(values)
+    if isinstance(layout, ak.contents.ListOffsetArray):
+        offsets = np.asarray(layout.offsets.data)
+        starts, stops = offsets[:-1], offsets[1:]
+    elif isinstance(layout, ak.contents.ListArray):
+        starts, stops = np.asarray(layout.starts.data), np.asarray(layout.stops.data)
+    else:
+        return None
+    content = layout.content
+    if not isinstance(content, ak.contents.NumpyArray) or content.data.ndim != 1:
+        return None
+    return starts, stops, np.asarray(content.data)
+
+
 def _leading(values: ak.Array, n: int, fill: float | int | bool) -> np.ndarray:
     """The first ``n`` entries of each event as an (events, n) array, padded with ``fill``."""
-    padded = ak.fill_none(ak.pad_none(values, n, axis=1, clip=True), fill)
-    return np.asarray(ak.to_numpy(padded))
+    parts = _list_parts(values)
+    if parts is None:
+        padded = ak.fill_none(ak.pad_none(values, n, axis=1, clip=True), fill)
+        return np.asarray(ak.to_numpy(padded))
+    # Gathering from the flat buffer skips awkward's pad/fill/to_numpy copies, the bulk of the
+    # selection's time on large chunks.
+    starts, stops, content = parts
+    counts = stops - starts
+    out = np.full((len(starts), n), fill, dtype=np.result_type(content.dtype, np.min_scalar_type(fill)))
+    for k in range(n):
+        rows = np.flatnonzero(counts > k)
+        out[rows, k] = content[starts[rows] + k]
+    return out
+
+
+def _first_four(values: ak.Array, rows: IntArray, index: IntArray | None = None) -> np.ndarray:
+    """The first four entries of the events ``rows``, which must all have at least four.
+
+    ``index`` is a flat-content index from :func:`_gather_index` for these rows, when known.
+    """
+    parts = _list_parts(values)
+    if parts is None:
+        return _leading(values, 4, 0)[rows]
+    starts, _, content = parts
+    return np.asarray(content[_gather_index(starts, rows) if index is None else index])
+
+
+def _gather_index(starts: np.ndarray, rows: IntArray) -> IntArray:
+    return np.asarray(starts[rows, np.newaxis] + np.arange(4), dtype=np.int64)
+
+
+class _LeptonColumns:
+    """Per-lepton branches read as flat buffers, sharing one gather index where their offsets agree.
+
+    Every jagged branch of a tree carries its own copy of the same offsets; comparing them once is
+    far cheaper than building an index per branch.
+    """
+
+    def __init__(self, events: ak.Array, fields: tuple[str, ...]) -> None:
+        self.events = events
+        self.parts = {name: _list_parts(events[name]) for name in fields}
+        first = self.parts[fields[0]]
+        self.starts = None if first is None else first[0]
+        self.shared = {
+            name for name, part in self.parts.items()
+            if part is not None and self.starts is not None
+            and (part[0] is self.starts or np.array_equal(part[0], self.starts))
+        }
+
+    def counts(self, field: str) -> IntArray:
+        part = self.parts[field]
+        if part is None:
+            return np.asarray(ak.num(self.events[field], axis=1), dtype=np.int64)
+        return np.asarray(part[1] - part[0], dtype=np.int64)
+
+    def index(self, rows: IntArray) -> IntArray | None:
+        return None if self.starts is None else _gather_index(self.starts, rows)
+
+    def first_four(self, field: str, rows: IntArray, index: IntArray | None) -> np.ndarray:
+        part = self.parts[field]
+        if part is not None and index is not None and field in self.shared:
+            return np.asarray(part[2][index])
+        return _first_four(self.events[field], rows)
 
 
 def _has_four(events: ak.Array, pt_field: str) -> BoolArray:
@@ -103,7 +179,44 @@ def has_sfos_pairs(charge: np.ndarray, ltype: np.ndarray) -> BoolArray:
 
 
 def four_lepton_mass(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
-    """|p1+p2+p3+p4| for (events, 4) arrays, in the unit of the inputs, computed in float64."""
+    """|p1+p2+p3+p4| for (events, 4) arrays, in the unit of the inputs, computed in float64.
+
+    The same numpy operations, in the same order, as ``vector``'s (pt, eta, phi, E) sum
+    ((p1+p2)+p3)+p4 and ``.mass``, so the result is bit-identical to
+    :func:`four_lepton_mass_vector` (tests/test_fast_path.py checks it) at a fraction of the cost:
+    vector spends most of its time dispatching and packing structured arrays.
+    """
+    rho, azim, rap, t = (np.ascontiguousarray(a[:, 0], dtype=np.float64) for a in (pt, phi, eta, energy))
+    with np.errstate(all="ignore"):
+        for i in range(1, 4):
+            rho2, azim2, rap2, t2 = (np.ascontiguousarray(a[:, i], dtype=np.float64)
+                                     for a in (pt, phi, eta, energy))
+            # vector._compute.planar.add.rhophi_rhophi
+            diff = azim2 - azim
+            u = rho2 * np.cos(diff)
+            v = rho2 * np.sin(diff)
+            new_rho = np.sqrt((rho + u) ** 2 + v**2)
+            new_azim = (azim + np.arctan2(v, rho + u) + np.pi) % (2 * np.pi) - np.pi
+            # vector._compute.spatial.add.rhophi_eta_rhophi_eta, then eta.rhophi_z
+            z = rho * np.sinh(rap) + rho2 * np.sinh(rap2)
+            rap = np.arcsinh(z / new_rho)
+            # vector's nan_to_num(..., nan=(z != 0) ? nan : 0, posinf=inf, neginf=-inf), applied only
+            # where needed: two full-array copies per sum otherwise.
+            undefined = np.flatnonzero(np.isnan(rap))
+            if len(undefined):
+                rap[undefined] = np.where(z[undefined] != 0, np.nan, 0.0)
+            rho, azim, t = new_rho, new_azim, t + t2
+        # vector._compute.lorentz.tau.rhophi_eta_t
+        expmeta = np.exp(-rap)
+        invsintheta = 0.5 * (1 + expmeta**2) / expmeta
+        squared = t**2 - rho**2 * invsintheta**2
+        return np.asarray(np.copysign(np.sqrt(np.absolute(squared)), squared), dtype=np.float64)
+
+
+def four_lepton_mass_vector(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
+    """The reference: :func:`four_lepton_mass` through ``vector`` objects, as the HZZ notebook does."""
+    import vector
+
     leptons: list[Any] = [
         vector.array({
             "pt": pt[:, i].astype(np.float64), "eta": eta[:, i].astype(np.float64),
@@ -127,17 +240,41 @@ def channel_index(ltype: np.ndarray) -> IntArray:
 def select_2020(events: ak.Array, options: SelectionOptions = SelectionOptions(),
                 to_gev: float = 1e-3) -> BoolArray:
     """The 2020 notebook selection on the first four leptons, plus the optional cuts."""
-    has_four = _has_four(events, "lep_pt")
-    charge = _leading(events["lep_charge"], 4, 0)
-    ltype = _leading(events["lep_type"], 4, 0).astype(np.int64)
-    charge_ok, type_ok = _pair_flavour_charge(charge, ltype)
-    passed = has_four & charge_ok & type_ok
+    passed = np.zeros(len(events), dtype=bool)
+    passed[_passing_rows_2020(events, options, to_gev)[0]] = True
+    return passed
+
+
+def _passing_rows_2020(events: ak.Array, options: SelectionOptions, to_gev: float,
+                       columns: _LeptonColumns | None = None) -> tuple[IntArray, IntArray | None, IntArray]:
+    """Rows of the passing events, with their flat-content gather index and type sums."""
+    cols = columns or _LeptonColumns(events, LEPTON_BRANCHES_2020)
+    # Only events with four leptons can pass, so the leptons are gathered for those alone.
+    rows = np.flatnonzero(cols.counts("lep_pt") >= 4)
+    index = cols.index(rows)
+    charge = cols.first_four("lep_charge", rows, index)
+    ltype = cols.first_four("lep_type", rows, index).astype(np.int64)
+    # Column sums rather than .sum(axis=1): numpy reduces a 4-wide axis slowly.
+    type_sum = ltype[:, 0] + ltype[:, 1] + ltype[:, 2] + ltype[:, 3]
+    passed = (charge[:, 0] + charge[:, 1] + charge[:, 2] + charge[:, 3] == 0) & (_channel_of_sum(type_sum) >= 0)
     if options.lepton_pt_gev is not None:
-        pt = _leading(events["lep_pt"], 4, 0.0).astype(np.float64) * to_gev
+        pt = cols.first_four("lep_pt", rows, index).astype(np.float64) * to_gev
         passed &= _pt_thresholds(pt, options.lepton_pt_gev)
     if options.sfos_pairing:
         passed &= has_sfos_pairs(charge, ltype)
-    return np.asarray(passed, dtype=bool)
+    keep = np.flatnonzero(passed)
+    return (np.asarray(rows[keep], dtype=np.int64), None if index is None else np.asarray(index[keep]),
+            np.asarray(type_sum[keep], dtype=np.int64))
+
+
+_CHANNEL_LOOKUP = np.full(max(ALLOWED_TYPE_SUMS) + 2, -1, dtype=np.int64)
+for _sum, _index in _CHANNEL_OF_TYPE_SUM.items():
+    _CHANNEL_LOOKUP[_sum] = _index
+
+
+def _channel_of_sum(type_sum: IntArray) -> IntArray:
+    """:func:`channel_index` from precomputed type sums, by table lookup (sums out of range map to -1)."""
+    return np.asarray(_CHANNEL_LOOKUP[np.clip(type_sum, 0, len(_CHANNEL_LOOKUP) - 1)])
 
 
 def _pt_thresholds(pt_descending: np.ndarray, thresholds: tuple[float, float, float]) -> BoolArray:
@@ -152,7 +289,7 @@ def pt_ordered(events: ak.Array) -> ak.Array:
     2025e cuts are the highest-pT ones, so every lepton field is reordered by the same index.
     """
     order = ak.argsort(events["lep_pt"], axis=1, ascending=False, stable=True)
-    fields = {name: events[name][order] if name.startswith("lep_") else events[name]
+    fields = {name: events[name][order] if name.startswith("lep_") and events[name].ndim > 1 else events[name]
               for name in events.fields}
     return ak.zip(fields, depth_limit=1)
 
@@ -185,11 +322,15 @@ def select_2025e(events: ak.Array, options: SelectionOptions = SelectionOptions(
     return np.asarray(passed, dtype=bool)
 
 
-def event_weight_2020(events: ak.Array) -> FloatArray:
-    """mcWeight × the four scale factors, in float64; the per-sample normalisation comes later."""
-    weight = np.ones(len(events), dtype=np.float64)
+def event_weight_2020(events: ak.Array, rows: IntArray | None = None) -> FloatArray:
+    """mcWeight × the four scale factors, in float64; the per-sample normalisation comes later.
+
+    With ``rows``, only for those events (the same numbers as indexing the full result).
+    """
+    weight = np.ones(len(events) if rows is None else len(rows), dtype=np.float64)
     for name in WEIGHT_BRANCHES_2020:
-        weight *= np.asarray(events[name], dtype=np.float64)
+        column = np.asarray(events[name])
+        weight *= np.asarray(column if rows is None else column[rows], dtype=np.float64)
     return weight
 
 
@@ -205,23 +346,20 @@ def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
             options: SelectionOptions | None = None) -> SelectedEvents:
     """Select events and return their m4l [GeV], weight and channel."""
     if schema == "2020":
-        opts = options or SelectionOptions()
-        passed = select_2020(events, opts, to_gev)
-        energy_field = "lep_E"
-        weight_fn = event_weight_2020
+        cols = _LeptonColumns(events, LEPTON_BRANCHES_2020)
+        rows, index, type_sum = _passing_rows_2020(events, options or SelectionOptions(), to_gev, cols)
+        pt, eta, phi, energy = (cols.first_four(name, rows, index)
+                                for name in ("lep_pt", "lep_eta", "lep_phi", "lep_E"))
+        channel = _channel_of_sum(type_sum)
+        weight = event_weight_2020(events, rows) if is_mc else np.ones(len(rows), dtype=np.float64)
     elif schema == "2025e":
         events = pt_ordered(events)
-        opts = options or SelectionOptions(DEFAULT_2025E_PT_GEV)
-        passed = select_2025e(events, opts, to_gev)
-        energy_field = "lep_e"
-        weight_fn = event_weight_2025e
+        passed = select_2025e(events, options or SelectionOptions(DEFAULT_2025E_PT_GEV), to_gev)
+        rows = np.flatnonzero(passed)
+        pt, eta, phi, energy = (_first_four(events[name], rows) for name in ("lep_pt", "lep_eta", "lep_phi", "lep_e"))
+        channel = channel_index(_first_four(events["lep_type"], rows).astype(np.int64))
+        weight = event_weight_2025e(events[rows]) if is_mc else np.ones(len(rows), dtype=np.float64)
     else:
         raise ValueError(f"unknown schema {schema!r}")
-    chosen = events[passed]
-    pt, eta, phi, energy = (
-        _leading(chosen[name], 4, 0.0) for name in ("lep_pt", "lep_eta", "lep_phi", energy_field)
-    )
     mass = four_lepton_mass(pt, eta, phi, energy) * to_gev
-    weight = weight_fn(chosen) if is_mc else np.ones(len(chosen), dtype=np.float64)
-    channel = channel_index(_leading(chosen["lep_type"], 4, 0).astype(np.int64))
     return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel)
