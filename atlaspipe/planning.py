@@ -16,6 +16,7 @@ from atlaspipe.catalog import Release, load_release, recognise_file
 from atlaspipe.chunks import Chunk
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import CatalogError, ConfigError, InputError
+from atlaspipe.inputs import check_url
 from atlaspipe.reading import open_tree
 
 
@@ -104,6 +105,11 @@ def resolve_inputs(release: str | None, inputs: Sequence[str] = (), samples: Seq
 
     rel = load_release(release or "2020")
     chosen = rel.select(list(samples))
+    if fetch_first:
+        from atlaspipe.fetch import fetch_samples
+
+        # One parallel download of every sample, instead of one sample after another in resolve().
+        fetch_samples(rel, chosen, base_url=base_url, progress=False)
     files = [InputFile(rel.name, s.name, resolve(rel, s, base_url=base_url, fetch_first=fetch_first), rel.tree)
              for s in chosen]
     return rel.name, files
@@ -114,6 +120,7 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
     locations: list[str] = []
     for item in inputs:
         if "://" in item:
+            check_url(item)
             locations.append(item)
         else:
             path = Path(item)

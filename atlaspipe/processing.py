@@ -72,7 +72,7 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig) -> dict[str, Any]:
         release = load_release(chunk.release)
         sample = release.sample(chunk.sample)
         branches = required_branches(release.schema, not sample.is_data)
-        events = read_chunk(chunk, branches)
+        events, bytes_read = read_chunk(chunk, branches)
         selected = analyse(events, release.schema, not sample.is_data, release.to_gev,
                            selection_options(config))
         sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
@@ -80,7 +80,7 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig) -> dict[str, Any]:
         record.update(error=str(exc), seconds=time.perf_counter() - started)
         return record
     record.update(
-        events_read=len(events), events_selected=len(selected), sumw=sumw.tolist(),
+        events_read=len(events), events_selected=len(selected), bytes_read=bytes_read, sumw=sumw.tolist(),
         sumw2=sumw2.tolist(), seconds=time.perf_counter() - started,
     )
     return record
@@ -270,11 +270,11 @@ def finalize(aggregated: Mapping[str, Any], plan: RunPlan, run_dir: Path,
     A run with failed chunks writes its outputs only with ``allow_partial``, and then every one of
     them says PARTIAL; otherwise it writes the failures to ``status.json`` and returns them.
     """
-    from atlaspipe import plotting, statistics, tables
+    from atlaspipe import plotting, statistics, tables, web
 
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(aggregated, plan)
-    write_manifest(plan, run_dir, results, run_info or {})
+    manifest = write_manifest(plan, run_dir, results, run_info or {})
     if results["status"] == "partial" and not allow_partial:
         return results
     config = plan.config
@@ -288,8 +288,10 @@ def finalize(aggregated: Mapping[str, Any], plan: RunPlan, run_dir: Path,
     outputs.update(tables.write_yield_tables(results, run_dir))
     outputs["results_json"] = "results.json"
     outputs["manifest_json"] = "manifest.json"
+    outputs["report_html"] = "report.html"
     results["outputs"] = outputs
     write_json(run_dir / "results.json", results)
+    web.write_report(results, manifest, run_dir)
     return results
 
 

@@ -24,7 +24,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", nargs="+", default=[], metavar="NAME",
                         help="catalog samples, groups, 'data' or 'mc' "
                         "(read from the cache or the release's server)")
-    parser.add_argument("--output", type=Path, help="folder for run outputs (default: $ATLASPIPE_OUTPUT_DIR or ./atlaspipe-output)")
+    parser.add_argument("--output", type=Path,
+                        help="folder for run outputs (default: $ATLASPIPE_OUTPUT_DIR or ./atlaspipe-output)")
     parser.add_argument("--config", type=Path, help="analysis configuration file (TOML or JSON)")
     parser.add_argument("--chunk-size", type=int, help="entries per chunk")
     parser.add_argument("--base-url", help="read catalog samples from this mirror instead of the release's server")
