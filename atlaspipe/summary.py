@@ -26,15 +26,19 @@ def format_summary(results: Mapping[str, Any], run_dir: Path, wall_seconds: floa
     if significance:
         lo, hi = significance["window_gev"]
         lines.append(
-            f"{lo:g}–{hi:g} GeV: N(S+B) = {significance['n_sig_plus_bg']:.3f}, N(B) = {significance['n_bg']:.3f}, "
-            f"Z(notebook) = {significance['notebook']:.3f}, Z(Asimov) = {significance.get('asimov', float('nan')):.3f}"
+            f"{lo:g}–{hi:g} GeV: N(S+B) = {_number(significance.get('n_sig_plus_bg'))}, "
+            f"N(B) = {_number(significance.get('n_bg'))}, Z(notebook) = {_number(significance.get('notebook'))}, "
+            f"Z(Asimov) = {_number(significance.get('asimov'))}"
         )
     fit = results.get("fit")
     if fit and fit.get("mu") is not None:
         lines.append(
-            f"fit: μ = {fit['mu']:.3f} ± {fit['mu_uncertainty']:.3f}, "
-            f"Z observed = {fit['significance_observed']:.2f}, expected = {fit['significance_expected']:.2f}"
+            f"fit: μ = {_number(fit['mu'])} ± {_number(fit.get('mu_uncertainty'))}, "
+            f"Z observed = {_number(fit.get('significance_observed'), 2)}, "
+            f"expected = {_number(fit.get('significance_expected'), 2)}"
         )
+    elif fit and fit.get("error"):
+        lines.append(f"fit: not done ({fit['error']})")
     failed = results.get("chunks", {}).get("failed", [])
     if failed:
         lines.append(f"{len(failed)} chunk(s) failed:")
@@ -49,3 +53,8 @@ def format_summary(results: Mapping[str, Any], run_dir: Path, wall_seconds: floa
         if key in ("m4l_png", "results_json", "report_html"):
             lines.append(f"  {run_dir / name}")
     return "\n".join(lines)
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    """A figure for the terminal; statistics undefined for the inputs (no MC, no signal) show n/a."""
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -16,7 +16,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
-BROKER_URL = os.environ.get("ATLASPIPE_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def _session_vhost() -> str:
+    """A RabbitMQ vhost of this test session's own, so concurrent sessions never share queues.
+
+    Needs rabbitmqctl (root on this machine); without it the default vhost is used.
+    """
+    name = f"atlaspipe-test-{os.getpid()}"
+    try:
+        for command in (["add_vhost", name], ["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]):
+            subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return name
+
+
+TEST_VHOST = "" if "ATLASPIPE_TEST_BROKER_URL" in os.environ else _session_vhost()
+BROKER_URL = os.environ.get("ATLASPIPE_TEST_BROKER_URL", f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if TEST_VHOST:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", TEST_VHOST], capture_output=True, timeout=60)
 BACKEND_URL = os.environ.get("ATLASPIPE_TEST_RESULT_BACKEND", "redis://127.0.0.1:6379/7")
 
 

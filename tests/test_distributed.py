@@ -104,13 +104,14 @@ def write_many_entries_file(path: Path, entries: int) -> None:
 def test_two_thousand_tiny_chunks_stay_within_the_size_limits(stage_workers: WorkerPool) -> None:
     data = stage_workers.tmp / "inputs" / "data_A.4lep.root"
     data.parent.mkdir()
-    write_many_entries_file(data, 2000)
+    write_many_entries_file(data, 2100)
     completed = submit(stage_workers, "--input", str(data), "--chunk-size", "1", "--keep-records",
                        "--allow-partial", timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((run_dir_of(completed) / "results.json").read_text())
-    assert results["chunks"]["total"] == 2000 and not results["chunks"]["failed"]
-    assert results["data"]["events_read"] == 2000 and results["data"]["events_selected"] == 2000
+    chunks = results["chunks"]["total"]
+    assert chunks >= 2000 and not results["chunks"]["failed"]
+    assert results["data"]["events_read"] == 2100 and results["data"]["events_selected"] == 2100
 
     from atlaspipe.records import RunRecords
 
@@ -118,14 +119,14 @@ def test_two_thousand_tiny_chunks_stay_within_the_size_limits(stage_workers: Wor
     run_id = results["run_id"]
     sizes = dict(store.value_sizes(run_id))
     chunk_results = [size for key, size in sizes.items() if ":results/" in key]
-    assert len(chunk_results) == 2000
+    assert len(chunk_results) == chunks
     assert max(chunk_results) < 64 * 1024
     assert max(sizes.values()) < ONE_MIB
     largest_message = int(store.meta(run_id)["largest_message_bytes"])
     assert 0 < largest_message < ONE_MIB
     largest_backend_value = largest_value_in(store.redis)
     assert largest_backend_value < ONE_MIB
-    print(f"2000 chunks: largest chunk result {max(chunk_results)} B, largest message {largest_message} B, "
+    print(f"{chunks} chunks: largest chunk result {max(chunk_results)} B, largest message {largest_message} B, "
           f"largest backend value {largest_backend_value} B")
 
 
