@@ -14,6 +14,9 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
     application.config_from_object("celeryconfig")
     application.conf.broker_url = broker_url or settings.broker_url
     application.conf.result_backend = result_backend or settings.result_backend
+    from atlaspipe import metrics
+
+    metrics.install(application)
     return application
 
 
