@@ -314,7 +314,8 @@ def fit_results(results: dict[str, Any], options: FitOptions | None = None) -> d
         "p_value_observed": None, "p_value_expected": None,
         **asdict(options),
         "converged": False,
-        "method": "pyhf binned profile likelihood, scipy SLSQP; mu interval from -2ΔlnL = 1; "
+        "method": "pyhf binned profile likelihood, MINUIT (SLSQP if no nuisance parameter); "
+                  "mu interval from -2ΔlnL = 1; "
                   "significances from q0 (asymptotic)",
     }
     inputs = fit_input(results)
