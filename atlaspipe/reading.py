@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import awkward as ak
 import uproot
+from billiard.exceptions import SoftTimeLimitExceeded
 
 from atlaspipe.chunks import Chunk
 from atlaspipe.errors import InputError
@@ -61,9 +62,18 @@ def open_file(source: str) -> Any:
             _open_files.move_to_end(key)
             return _open_files[key]
     try:
-        handle = uproot.open(source, timeout=30) if "://" in source else uproot.open(source)
+        # No array cache: each chunk is read once, and uproot's default keeps up to 100 MB of
+        # arrays per open file. Local files are read with pread, not mmap, so a worker's RSS
+        # counts the chunk it holds rather than every page of the file it has touched.
+        if "://" in source:
+            handle = uproot.open(source, timeout=30, array_cache=None)
+        else:
+            handle = uproot.open(source, array_cache=None, handler=uproot.source.file.MultithreadedFileSource)
     except FileNotFoundError:
         raise InputError(source, "file not found") from None
+    except SoftTimeLimitExceeded:
+        # A worker's time limit, not a property of the file: the task retries it.
+        raise
     except Exception as exc:  # uproot reports bad files through many exception types
         raise InputError(source, f"not a readable ROOT file ({_short(exc)})") from None
     with _open_files_lock:
@@ -89,6 +99,8 @@ def open_tree(source: str, tree: str) -> Any:
     except uproot.KeyInFileError:
         available = ", ".join(sorted({k.split(";")[0] for k in handle.keys(recursive=False)}))
         raise InputError(source, f"no tree '{tree}' in file (found: {available or 'nothing'})") from None
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:
         raise InputError(source, f"cannot read tree '{tree}' ({_short(exc)})") from None
     if not isinstance(obj, uproot.behaviors.TTree.TTree):
@@ -113,8 +125,9 @@ def check_branches(source: str, ttree: Any, branches: list[str]) -> None:
             )
 
 
-def read_chunk(chunk: Chunk, branches: list[str]) -> ak.Array:
-    """The ``branches`` of ``chunk``'s entry range, checked against the plan it was cut from."""
+def read_chunk(chunk: Chunk, branches: list[str]) -> tuple[ak.Array, int]:
+    """The ``branches`` of ``chunk``'s entry range, checked against the plan it was cut from,
+    and the number of bytes requested from the file for them."""
     ttree = open_tree(chunk.source, chunk.tree)
     if ttree.num_entries != chunk.file_entries:
         raise InputError(
@@ -123,16 +136,21 @@ def read_chunk(chunk: Chunk, branches: list[str]) -> ak.Array:
             "when the run was planned; the file changed, re-plan the run",
         )
     check_branches(chunk.source, ttree, branches)
+    source = ttree.file.source
+    before = source.num_requested_bytes
     try:
-        return ttree.arrays(branches, entry_start=chunk.entry_start, entry_stop=chunk.entry_stop,
-                            library="ak")
-    except (*_DECOMPRESSION_ERRORS, OSError, ValueError, KeyError, IndexError, TypeError, AssertionError,
-            uproot.deserialization.DeserializationError) as exc:
+        arrays = ttree.arrays(branches, entry_start=chunk.entry_start, entry_stop=chunk.entry_stop, library="ak")
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as exc:
+        # A corrupt basket surfaces as almost any exception type (zlib, struct, numpy, awkward,
+        # MemoryError for a mangled length): each one is this file's fault, reported as such.
         raise InputError(
             chunk.source,
             f"cannot read entries {chunk.entry_start}-{chunk.entry_stop} ({_short(exc)}); "
             "the file may be truncated or corrupt",
         ) from None
+    return arrays, int(source.num_requested_bytes - before)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,162 @@
+"""Mutated ROOT files through the ``process`` stage: always a clean error naming the file, or the
+correct result; never a crash or a hang, in process and on a real worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atlaspipe.chunks import Chunk
+from atlaspipe.config import analysis_config
+from atlaspipe.embedded import embedded_sample_dir
+from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
+from atlaspipe.processing import process_chunk
+from tests.conftest import BACKEND_URL, WorkerPool
+from tests.faultkit import FAULT_BROKER_URL, fault_pool, start_stages, wait_for  # noqa: F401
+
+SEED = 20261126
+MUTATIONS = 50
+SOURCE = embedded_sample_dir() / "Data" / "data_A.4lep.root"
+PER_FILE_SECONDS = 20
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """Flip one to eight random bytes, anywhere in the file."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        out[rng.randrange(len(out))] ^= rng.randrange(1, 256)
+    return bytes(out)
+
+
+def mutated_files(folder: Path, count: int, seed: int) -> list[Path]:
+    rng = random.Random(seed)
+    data = SOURCE.read_bytes()
+    paths = []
+    for index in range(count):
+        path = folder / f"m{index:03d}" / "data_A.4lep.root"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(mutate(data, rng))
+        paths.append(path)
+    return paths
+
+
+def clean_chunk() -> tuple[Chunk, dict[str, Any], dict[str, Any]]:
+    release, files = resolve_inputs(None, [str(SOURCE)])
+    plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=1_000_000), files)
+    assert len(plan.chunks) == 1
+    config = plan.config.to_json_dict()
+    return plan.chunks[0], config, process_chunk(plan.chunks[0], plan.config)
+
+
+def same_numbers(result: dict[str, Any], clean: dict[str, Any]) -> bool:
+    keys = ("events_read", "events_selected", "sumw", "sumw2")
+    return all(result.get(k) == clean[k] for k in keys)
+
+
+_RUNNER = textwrap.dedent("""
+    import json, signal, sys
+    from atlaspipe.chunks import Chunk
+    from atlaspipe.config import AnalysisConfig
+    from atlaspipe.processing import process_chunk
+
+    def hang(*_):
+        raise TimeoutError("hang")
+
+    signal.signal(signal.SIGALRM, hang)
+    chunk, config, paths, seconds = json.loads(sys.stdin.read())
+    for path in paths:
+        signal.alarm(seconds)
+        try:
+            result = process_chunk(Chunk.from_dict({**chunk, "source": path}), AnalysisConfig(**config))
+            outcome = {"path": path, "result": result}
+        except TimeoutError:
+            outcome = {"path": path, "hang": True}
+        except BaseException as exc:
+            outcome = {"path": path, "raised": f"{type(exc).__name__}: {exc}"[:300]}
+        signal.alarm(0)
+        print(json.dumps(outcome), flush=True)
+""")
+
+
+def run_isolated(chunk: Chunk, config: dict[str, Any], paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """Outcome per file, from a child process; a file that kills the child is reported as a crash."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    remaining = [str(p) for p in paths]
+    while remaining:
+        completed = subprocess.run(
+            [sys.executable, "-c", _RUNNER], input=json.dumps([dataclasses.asdict(chunk), config, remaining,
+                                                               PER_FILE_SECONDS]),
+            capture_output=True, text=True, timeout=PER_FILE_SECONDS * len(remaining) + 60)
+        for line in completed.stdout.splitlines():
+            outcome = json.loads(line)
+            outcomes[outcome["path"]] = outcome
+        done = [p for p in remaining if p in outcomes]
+        remaining = remaining[len(done):]
+        if remaining and completed.returncode != 0:
+            outcomes[remaining[0]] = {"path": remaining[0], "crash": completed.returncode,
+                                      "stderr": completed.stderr[-500:]}
+            remaining = remaining[1:]
+        elif remaining:
+            raise AssertionError(f"runner stopped early: {completed.stderr[-2000:]}")
+    return outcomes
+
+
+def test_mutated_files_in_process(tmp_path: Path) -> None:
+    chunk, config, clean = clean_chunk()
+    paths = mutated_files(tmp_path, MUTATIONS, SEED)
+    outcomes = run_isolated(chunk, config, paths)
+    errors = correct = 0
+    for path in paths:
+        outcome = outcomes[str(path)]
+        assert "crash" not in outcome and "hang" not in outcome and "raised" not in outcome, outcome
+        result = outcome["result"]
+        if "error" in result:
+            assert str(path) in result["error"] and "\n" not in result["error"], result["error"]
+            errors += 1
+        else:
+            assert same_numbers(result, clean), f"{path}: a wrong result without an error"
+            correct += 1
+    print(f"{MUTATIONS} mutations: {errors} clean errors, {correct} correct results")
+    assert errors > 0
+
+
+@pytest.mark.integration
+def test_mutated_files_on_a_worker(fault_pool: WorkerPool) -> None:  # noqa: F811
+    from atlaspipe.records import RunRecords
+    from atlaspipe.taskapp import create_app
+
+    start_stages(fault_pool)
+    worker_pids = set(fault_pool.pids("process"))
+    chunk, config, clean = clean_chunk()
+    paths = mutated_files(fault_pool.tmp / "mutated", 6, SEED + 1)
+    shutil.copyfile(SOURCE, fault_pool.tmp / "data_A.4lep.root")
+    run_id = new_run_id()
+    chunks = [dataclasses.replace(chunk, chunk_id=i, source=str(p)) for i, p in enumerate(paths)]
+    store = RunRecords(BACKEND_URL)
+    store.create(run_id, {"run_id": run_id, "output_dir": str(fault_pool.tmp / "outputs"), "keep_records": True})
+    release, files = resolve_inputs(None, [str(SOURCE)])
+    plan = plan_run(run_id, analysis_config(release=release, chunk_size=1_000_000), files)
+    plan.chunks = chunks
+    store.save_plan(plan)
+    store.set_state(run_id, "running", chunks_total=len(chunks))
+    app = create_app(FAULT_BROKER_URL, BACKEND_URL)
+    for work in chunks:
+        app.send_task("atlaspipe.process_chunk", args=[run_id, work.to_dict(), config], queue="process",
+                      routing_key="process")
+    wait_for(lambda: store.meta(run_id)["state"] in ("failed", "succeeded"), timeout=120, what="the run")
+    results = store.chunk_results(run_id)
+    assert len(results) == len(chunks)
+    for work in chunks:
+        result = results[work.chunk_id]
+        assert ("error" in result and work.source in result["error"]) or same_numbers(result, clean), result
+    assert fault_pool.processes["process"].poll() is None
+    assert set(fault_pool.pids("process")) == worker_pids, "a pool child died"
