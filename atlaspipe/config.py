@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -13,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from atlaspipe.errors import ConfigError
 
-DEFAULT_CHUNK_SIZE = 200_000
-"""Entries per chunk."""
+DEFAULT_CHUNK_SIZE = 500_000
+"""Entries per chunk, from the measured sweep in benchmarks/RESULTS.md: one 500k-entry cluster of
+the generated files (smaller chunks decompress the same baskets several times), peak worker RSS
+well under 400 MB, and still 20+ chunks for 2 workers on the 10M-event benchmark."""
 
 
 class FitConfig(BaseModel):
@@ -153,3 +156,13 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

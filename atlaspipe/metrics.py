@@ -12,7 +12,6 @@ and ``atlaspipe run`` never pay for it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from atlaspipe.config import RuntimeSettings
+from atlaspipe.config import RuntimeSettings, is_loopback
 from atlaspipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -374,15 +373,6 @@ def _option(arguments: Sequence[str], *names: str) -> str | None:
     return value
 
 
-def _is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def check_flower_auth(arguments: Sequence[str], environ: Mapping[str, str],
                       config_file: Path | None = None) -> None:
     """Raise ConfigError if Flower would listen beyond localhost without authentication.
@@ -401,7 +391,7 @@ def check_flower_auth(arguments: Sequence[str], environ: Mapping[str, str],
     address = (_option(arguments, "--address") or environ.get("FLOWER_ADDRESS")
                or str(from_file.get("address") or ""))
     unix_socket = _option(arguments, "--unix-socket", "--unix_socket") or environ.get("FLOWER_UNIX_SOCKET")
-    if unix_socket or _is_loopback(address):
+    if unix_socket or is_loopback(address):
         return
     basic = (_option(arguments, "--basic-auth", "--basic_auth") or environ.get("FLOWER_BASIC_AUTH")
              or from_file.get("basic_auth"))

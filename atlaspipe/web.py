@@ -14,7 +14,6 @@ import base64
 import binascii
 import hmac
 import html
-import ipaddress
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from atlaspipe.config import is_loopback
 from atlaspipe.errors import AtlaspipeError, ConfigError
 
 if TYPE_CHECKING:
@@ -438,15 +438,6 @@ def write_report(results: dict[str, Any], manifest: dict[str, Any] | None, run_d
 
 # ---------------------------------------------------------------------------------------------
 # The server
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_auth(host: str) -> tuple[str, str] | None:
