@@ -244,11 +244,13 @@ def draw_all(
     with _style():
         for stem, fig in build_figures(results, stacked_groups).items():
             FigureCanvasAgg(fig)
+            # One layout pass here; bbox_inches="tight" would draw every figure twice per format.
+            fig.tight_layout()
             for ext in ("png", "pdf"):
                 name = f"{stem}.{ext}"
                 # Write then rename so the web server never serves a half-written image.
                 tmp = run_dir / f".{name}.tmp"
-                fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight")
+                fig.savefig(tmp, format=ext, dpi=110)
                 tmp.replace(run_dir / name)
                 outputs[f"{stem}_{ext}"] = name
     return outputs

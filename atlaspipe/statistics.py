@@ -247,26 +247,38 @@ def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float])
                  else pyhf.optimize.scipy_optimizer(tolerance=1e-10))
     pyhf.set_backend("numpy", optimizer)
 
-    best, twice_nll_min = pyhf.infer.mle.fit(
-        observed, model, par_bounds=bounds, fixed_params=fixed, return_fitted_val=True
-    )
-    mu_hat = float(best[model.config.poi_index])
-
-    def excess(mu: float) -> float:
-        start = np.array(best, dtype=np.float64)
-        start[model.config.poi_index] = mu
-        _, twice_nll = pyhf.infer.mle.fixed_poi_fit(
-            mu, observed, model, init_pars=start.tolist(), par_bounds=bounds, fixed_params=fixed,
+    poi = model.config.poi_index
+    if free_nuisances:
+        best, twice_nll_min, result = pyhf.infer.mle.fit(
+            observed, model, par_bounds=bounds, fixed_params=fixed, return_result_obj=True,
             return_fitted_val=True,
         )
-        # sqrt(-2ΔlnL) - 1 is nearly linear in mu, which keeps the root search short.
-        return math.sqrt(max(0.0, float(twice_nll - twice_nll_min))) - 1.0
+        mu_hat = float(best[poi])
+        # MINOS: the -2ΔlnL = 1 crossings of the profile likelihood, asymmetric where it is.
+        result.minuit.minos(poi)
+        errors = result.minuit.merrors[poi]
+        up = mu_hat + errors.upper if errors.upper_valid else None
+        down = mu_hat + errors.lower if errors.lower_valid else None
+    else:
+        best, twice_nll_min = pyhf.infer.mle.fit(
+            observed, model, par_bounds=bounds, fixed_params=fixed, return_fitted_val=True
+        )
+        mu_hat = float(best[poi])
 
-    # Interval from -2ΔlnL = 1 (MINOS-like); scipy's optimizers give no covariance, and the
-    # profile is also right for the asymmetric Poisson case.
-    step = max(0.05, 0.25 * abs(mu_hat))
-    up = _crossing(excess, mu_hat, step, mu_bounds[1])
-    down = _crossing(excess, mu_hat, step, mu_bounds[0])
+        def excess(mu: float) -> float:
+            start = np.array(best, dtype=np.float64)
+            start[poi] = mu
+            _, twice_nll = pyhf.infer.mle.fixed_poi_fit(
+                mu, observed, model, init_pars=start.tolist(), par_bounds=bounds, fixed_params=fixed,
+                return_fitted_val=True,
+            )
+            # sqrt(-2ΔlnL) - 1 is nearly linear in mu, which keeps the root search short.
+            return math.sqrt(max(0.0, float(twice_nll - twice_nll_min))) - 1.0
+
+        # With nothing to profile, scan the likelihood for the same -2ΔlnL = 1 crossings.
+        step = max(0.05, 0.25 * abs(mu_hat))
+        up = _crossing(excess, mu_hat, step, mu_bounds[1])
+        down = _crossing(excess, mu_hat, step, mu_bounds[0])
     err_up = None if up is None else up - mu_hat
     err_down = None if down is None else mu_hat - down
     defined = [e for e in (err_up, err_down) if e is not None]
