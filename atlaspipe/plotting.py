@@ -244,8 +244,8 @@ def draw_all(
     with _style():
         for stem, fig in build_figures(results, stacked_groups).items():
             FigureCanvasAgg(fig)
-            # One layout pass here; bbox_inches="tight" would draw every figure twice per format.
-            fig.tight_layout()
+            # Fixed margins fit the ATLAS-style labels; bbox_inches="tight" would draw every figure twice.
+            fig.subplots_adjust(left=0.13, right=0.97, top=0.97, bottom=0.11)
             for ext in ("png", "pdf"):
                 name = f"{stem}.{ext}"
                 # Write then rename so the web server never serves a half-written image.
