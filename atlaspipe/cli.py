@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("atlaspipe.runner", "analyse in this process, no broker (default input: the embedded sample)"),
@@ -17,10 +18,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other atlaspipe error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _top_parser() -> argparse.ArgumentParser:
     from atlaspipe import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="atlaspipe", description="H→ZZ*→4ℓ analysis of ATLAS Open Data, in-process or on Celery workers.",
         epilog="commands:\n" + "\n".join(f"  {name:<11} {text}" for name, (_, text) in COMMANDS.items())
         + "\n\nDistributed runs: atlaspipe-submit --help",
@@ -45,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.error(f"unknown command '{name}' (choose from {', '.join(COMMANDS)})")
     module_name, description = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"atlaspipe {name}", description=description)
+    parser = OneLineParser(prog=f"atlaspipe {name}", description=description)
     module.configure_parser(parser)
     args = parser.parse_args(rest)
     try:

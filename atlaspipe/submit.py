@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from atlaspipe.cli import OneLineParser
 from atlaspipe.config import RuntimeSettings, analysis_config, load_config, redact_url
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
 from atlaspipe.records import PLAN_COPY, REQUEST_COPY, read_run_copy, write_run_copy
@@ -25,15 +26,8 @@ BACKEND_GRACE_SECONDS = 30.0
 _SUBCOMMANDS = ("status", "list", "resume")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line, like every other atlaspipe-submit error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _submit_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="atlaspipe-submit",
         description="Run the analysis on Celery workers. Other forms: "
                     "'atlaspipe-submit status RUN_ID', 'atlaspipe-submit list', 'atlaspipe-submit resume RUN_ID'.",
@@ -71,7 +65,7 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _other_parser(name: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"atlaspipe-submit {name}")
+    parser = OneLineParser(prog=f"atlaspipe-submit {name}")
     if name in ("status", "resume"):
         parser.add_argument("run_id")
     if name == "list":
