@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AtlaspipeError as exc:
         print(f"atlaspipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("atlaspipe: interrupted", file=sys.stderr)
         return 130

@@ -303,7 +303,7 @@ def report(store: Any, run_id: str, wall: float | None = None) -> int:
 def status(args: argparse.Namespace) -> int:
     _, store = _connect(args)
     meta = store.meta(args.run_id)
-    done = store.chunks_done(args.run_id)
+    done = _chunks_done(store, args.run_id, meta)
     print(f"run {args.run_id}: {meta['state']}, {done}/{meta.get('chunks_total', '?')} chunks done, "
           f"{meta.get('chunks_failed', 0)} failed, {meta.get('events_read', 0)} events read")
     if meta.get("message"):
@@ -311,6 +311,13 @@ def status(args: argparse.Namespace) -> int:
     if meta.get("run_dir"):
         print(f"  outputs: {meta['run_dir']}")
     return 0
+
+
+def _chunks_done(store: Any, run_id: str, meta: dict[str, str]) -> int:
+    """Chunks with a result; a succeeded run's per-chunk records are released, so all of them."""
+    if meta.get("state") == "succeeded":
+        return int(meta.get("chunks_total", 0))
+    return int(store.chunks_done(run_id))
 
 
 def list_runs(args: argparse.Namespace) -> int:
@@ -321,7 +328,7 @@ def list_runs(args: argparse.Namespace) -> int:
             meta = store.meta(run_id)
         except AtlaspipeError:
             continue
-        chunks = f"{store.chunks_done(run_id)}/{meta.get('chunks_total', '?')}"
+        chunks = f"{_chunks_done(store, run_id, meta)}/{meta.get('chunks_total', '?')}"
         print(f"{run_id:<24} {meta['state']:<12} {chunks:>13} {meta.get('created', ''):<26}")
     return 0
 
@@ -416,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AtlaspipeError as exc:
         print(f"atlaspipe-submit: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("atlaspipe-submit: stopped following; the run goes on (see 'atlaspipe-submit status')",
               file=sys.stderr)
