@@ -53,13 +53,8 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '+'; printf ' %q' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ "$DRY_RUN" == 1 ]] || mkdir -p "$OUT"
 OUT="$(cd "$OUT" 2>/dev/null && pwd || printf '%s' "$OUT")"

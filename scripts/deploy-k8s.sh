@@ -51,13 +51,8 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '+'; printf ' %q' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cleanup() {
   local pid

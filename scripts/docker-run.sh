@@ -42,13 +42,8 @@ done
 
 [[ "$SCALE" =~ ^[1-9][0-9]*$ ]] || { echo "--scale needs a positive integer" >&2; exit 2; }
 
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '+'; printf ' %q' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 compose() { run docker compose -f "$COMPOSE_FILE" "$@"; }
 

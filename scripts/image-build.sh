@@ -45,13 +45,8 @@ if [[ -z "$TAG" || "$TAG" == "latest" ]]; then
   exit 2
 fi
 
-run() {
-  if [[ "$DRY_RUN" == 1 ]]; then
-    printf '+'; printf ' %q' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ "$MINIKUBE" == 1 ]]; then
   if [[ "$DRY_RUN" == 1 ]]; then

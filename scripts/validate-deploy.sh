@@ -44,7 +44,7 @@ cd "$ROOT"
 step() { printf '\n== %s\n' "$*"; }
 
 step "shellcheck"
-shellcheck --severity=style scripts/*.sh
+shellcheck --external-sources --severity=style scripts/*.sh
 
 step "check-jsonschema (compose-spec)"
 check-jsonschema --builtin-schema vendor.compose-spec compose/compose.yaml
