@@ -9,6 +9,11 @@ Usage: $(basename "$0") [-o DIR] [-h]
 Runs, from the repository root:
   1. shellcheck on scripts/*.sh
   2. check-jsonschema --builtin-schema vendor.compose-spec compose/compose.yaml
+
+if command -v promtool >/dev/null 2>&1; then
+  step "promtool check config (the shared Prometheus scrape config)"
+  promtool check config --syntax-only compose/prometheus.yml
+fi
   3. helm lint --strict and render (helm-python-sdk) with the default values and
      helm/values-external-broker.yaml, helm/values-keda.yaml, helm/values-scaled.yaml,
      writing one file per object to DIR/<values>/
@@ -48,6 +53,11 @@ shellcheck --external-sources --severity=style scripts/*.sh
 
 step "check-jsonschema (compose-spec)"
 check-jsonschema --builtin-schema vendor.compose-spec compose/compose.yaml
+
+if command -v promtool >/dev/null 2>&1; then
+  step "promtool check config (the shared Prometheus scrape config)"
+  promtool check config --syntax-only compose/prometheus.yml
+fi
 
 step "helm lint --strict + render (helm-python-sdk) -> $OUT"
 python - "$OUT" <<'PY'
