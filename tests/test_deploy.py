@@ -756,7 +756,8 @@ def test_dockerfile() -> None:
 def test_shellcheck() -> None:
     exe = need_executable("shellcheck")
     paths = [str(ROOT / "scripts" / s) for s in SCRIPTS]
-    result = subprocess.run([exe, "--external-sources", "--severity=style", *paths], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([exe, "--external-sources", "--severity=style", *paths],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
