@@ -201,16 +201,33 @@ def cut_entries(entries: int, cluster_starts: Sequence[int], chunk_size: int) ->
 
 
 def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
-             max_workers: int = 8) -> RunPlan:
-    """Read every file's layout concurrently and cut the chunks, numbered in input order."""
+             max_workers: int = 8, allow_partial: bool = False) -> RunPlan:
+    """Read every file's layout concurrently and cut the chunks, numbered in input order.
+
+    A file that cannot be opened stops the run, naming the file; with ``allow_partial`` it is
+    listed in the plan with its error instead, so the run goes on and reports it as lost.
+    """
     if config.chunk_size <= 0:
         raise ConfigError(f"chunk size must be positive, got {config.chunk_size}")
+
+    def layout_or_error(input_file: InputFile) -> FileLayout | InputError:
+        try:
+            return file_layout(input_file.source, input_file.tree)
+        except InputError as exc:
+            if not allow_partial:
+                raise
+            return exc
+
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(files)))) as pool:
-        layouts = list(pool.map(lambda f: file_layout(f.source, f.tree), files))
+        layouts = list(pool.map(layout_or_error, files))
     chunks: list[Chunk] = []
     described: list[dict[str, Any]] = []
     notes: list[str] = []
     for input_file, layout in zip(files, layouts, strict=True):
+        if isinstance(layout, InputError):
+            described.append({**asdict(input_file), "entries": None, "size_bytes": None, "error": str(layout)})
+            notes.append(f"{layout}; the file is left out of this partial run")
+            continue
         described.append({**asdict(input_file), "entries": layout.entries, "size_bytes": layout.size_bytes})
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")

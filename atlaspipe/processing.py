@@ -113,11 +113,22 @@ def aggregate(plan: RunPlan, results: Mapping[int, Mapping[str, Any]]) -> dict[s
     shape = (len(CHANNELS), nbins + 2)
     samples: dict[str, dict[str, Any]] = {}
     failed: list[dict[str, Any]] = []
-    for chunk in sorted(plan.chunks, key=lambda c: c.chunk_id):
-        entry = samples.setdefault(chunk.sample, {
+
+    def sample_entry(name: str) -> dict[str, Any]:
+        return samples.setdefault(name, {
             "sumw": np.zeros(shape), "sumw2": np.zeros(shape), "events_read": 0, "events_selected": 0,
-            "chunks": 0, "chunks_failed": 0, "entries_planned": 0, "entries_lost": 0,
+            "chunks": 0, "chunks_failed": 0, "entries_planned": 0, "entries_lost": 0, "files_failed": 0,
         })
+
+    for described in plan.files:
+        if described.get("error"):
+            sample_entry(described["sample"])["files_failed"] += 1
+            failed.append({
+                "chunk_id": None, "sample": described["sample"], "source": described["source"],
+                "entry_start": None, "entry_stop": None, "error": described["error"],
+            })
+    for chunk in sorted(plan.chunks, key=lambda c: c.chunk_id):
+        entry = sample_entry(chunk.sample)
         entry["entries_planned"] += chunk.num_entries
         result = results.get(chunk.chunk_id)
         if result is None or "error" in result:
@@ -143,6 +154,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, Mapping[str, Any]]) -> dict[s
             "events_read": entry["events_read"], "events_selected": entry["events_selected"],
             "chunks": entry["chunks"], "chunks_failed": entry["chunks_failed"],
             "entries_planned": entry["entries_planned"], "entries_lost": entry["entries_lost"],
+            "files_failed": entry["files_failed"],
             "sumw": (entry["sumw"] * norm).tolist(), "sumw2": (entry["sumw2"] * (norm * norm)).tolist(),
         }
     return {
@@ -168,10 +180,19 @@ def build_results(aggregated: Mapping[str, Any], plan: RunPlan) -> dict[str, Any
     data_read = data_selected = 0
     missing: dict[str, Any] = {}
     for name, entry in aggregated["samples"].items():
-        if entry["chunks_failed"]:
+        files_failed = entry.get("files_failed", 0)
+        if entry["chunks_failed"] or files_failed:
+            # An unopenable file has no known entry count: the fraction is known only when
+            # nothing of the sample could be read (1.0) or no file of it was lost.
+            if not files_failed:
+                fraction: float | None = entry["entries_lost"] / max(entry["entries_planned"], 1)
+            elif entry["entries_planned"] == entry["entries_lost"]:
+                fraction = 1.0
+            else:
+                fraction = None
             missing[name] = {
-                "chunks_failed": entry["chunks_failed"], "entries_lost": entry["entries_lost"],
-                "fraction_lost": entry["entries_lost"] / max(entry["entries_planned"], 1),
+                "chunks_failed": entry["chunks_failed"], "files_failed": files_failed,
+                "entries_lost": entry["entries_lost"], "fraction_lost": fraction,
             }
         if entry["kind"] == "data":
             data_sumw += np.asarray(entry["sumw"])

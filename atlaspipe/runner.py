@@ -62,12 +62,12 @@ def execute_plan(plan: RunPlan, on_chunk: Callable[[dict[str, Any]], None] | Non
 
 def main(args: argparse.Namespace) -> int:
     from atlaspipe.processing import aggregate, finalize, write_json
-    from atlaspipe.summary import format_summary
+    from atlaspipe.summary import describe_failure, format_summary
 
     started = time.perf_counter()
     release, files = resolve_inputs(args.release, args.input, args.samples, args.base_url, args.fetch)
     config = build_config(args, release)
-    plan = plan_run(new_run_id(), config, files)
+    plan = plan_run(new_run_id(), config, files, allow_partial=args.allow_partial)
     output_root = args.output or RuntimeSettings.from_env().output_dir
     run_dir = output_root / plan.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
     if failed and not args.allow_partial:
         lines = [f"{len(failed)} of {len(plan.chunks)} chunk(s) failed; no results written "
                  f"(use --allow-partial to write PARTIAL results). Run folder: {run_dir}"]
-        lines += [f"  chunk {f['chunk_id']} {f['source']}: {f['error']}" for f in failed[:20]]
+        lines += [f"  {describe_failure(f)}" for f in failed[:20]]
         raise RunFailedError("\n".join(lines))
     print(format_summary(results, run_dir, wall))
     return 0

@@ -280,7 +280,7 @@ def unstall(store: Any, run_id: str, limit: int = 2000) -> None:
 
 
 def report(store: Any, run_id: str, wall: float | None = None) -> int:
-    from atlaspipe.summary import format_summary
+    from atlaspipe.summary import describe_failure, format_summary
 
     meta = store.meta(run_id)
     request = store.request(run_id)
@@ -293,8 +293,7 @@ def report(store: Any, run_id: str, wall: float | None = None) -> int:
         return 0
     failed = json.loads(meta.get("failed") or "[]")
     lines = [f"run {run_id} {state}: {meta.get('message') or 'see ' + str(run_dir)}"]
-    lines += [f"  chunk {f['chunk_id']} {f['source']} [{f['entry_start']}, {f['entry_stop']}): {f['error']}"
-              for f in failed[:50]]
+    lines += [f"  {describe_failure(f)}" for f in failed[:50]]
     if failed:
         lines.append(f"rerun the failed chunks with: atlaspipe-submit resume {run_id}")
     raise RunFailedError("\n".join(lines))

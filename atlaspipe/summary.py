@@ -42,8 +42,7 @@ def format_summary(results: Mapping[str, Any], run_dir: Path, wall_seconds: floa
     failed = results.get("chunks", {}).get("failed", [])
     if failed:
         lines.append(f"{len(failed)} chunk(s) failed:")
-        lines.extend(f"  chunk {f['chunk_id']} {f['source']} [{f['entry_start']}, {f['entry_stop']}): {f['error']}"
-                     for f in failed[:20])
+        lines.extend(f"  {describe_failure(f)}" for f in failed[:20])
         if len(failed) > 20:
             lines.append(f"  … and {len(failed) - 20} more (see status.json)")
     if wall_seconds is not None:
@@ -58,3 +57,11 @@ def format_summary(results: Mapping[str, Any], run_dir: Path, wall_seconds: floa
 def _number(value: Any, digits: int = 3) -> str:
     """A figure for the terminal; statistics undefined for the inputs (no MC, no signal) show n/a."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def describe_failure(failure: Mapping[str, Any]) -> str:
+    """One line for a failed chunk, or for a whole input file that could not be opened."""
+    if failure.get("chunk_id") is None:
+        return f"file {failure['source']}: {failure['error']}"
+    return (f"chunk {failure['chunk_id']} {failure['source']} [{failure['entry_start']}, {failure['entry_stop']}): "
+            f"{failure['error']}")

@@ -127,7 +127,7 @@ def plan_run(self: Task, run_id: str) -> dict[str, Any]:
             request.get("base_url"), bool(request.get("fetch", False)),
         )
         config = AnalysisConfig(**{**request.get("config", {}), "release": release})
-        plan = make_plan(run_id, config, files)
+        plan = make_plan(run_id, config, files, allow_partial=bool(request.get("allow_partial", False)))
     except AtlaspipeError as exc:
         store.set_state(run_id, "failed", message=str(exc))
         log.warning("run %s: planning failed: %s", run_id, exc)

@@ -163,6 +163,31 @@ def test_allow_partial_marks_every_output(tmp_path: Path) -> None:
     assert any("PARTIAL" in t for t in texts), texts
 
 
+# A truncated file still opens (its header is whole) and fails per chunk instead: covered above.
+@pytest.mark.parametrize("damage", [random_bytes, empty], ids=["random", "empty"])
+def test_allow_partial_covers_files_that_cannot_be_opened(tmp_path: Path, damage: Callable[[Path], None]) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copyfile(GOOD, inputs / "data_A.4lep.root")
+    shutil.copyfile(embedded_sample_dir() / "MC" / "mc_345060.ggH125_ZZ4lep.4lep.root",
+                    inputs / "mc_345060.ggH125_ZZ4lep.4lep.root")
+    damage(inputs / "data_B.4lep.root")
+    out = tmp_path / "out"
+    refused = atlaspipe("run", "--input", str(inputs), "--output", str(out), "--quiet", cwd=tmp_path)
+    assert_clear(refused, "data_B.4lep.root")
+    completed = atlaspipe("run", "--input", str(inputs), "--output", str(out), "--quiet", "--allow-partial",
+                          cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "PARTIAL" in completed.stdout and "file " in completed.stdout and "data_B.4lep.root" in completed.stdout
+    run_dir = max((p for p in out.iterdir() if (p / "results.json").exists()), key=lambda p: p.name)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["missing"]["data_B"] == {"chunks_failed": 0, "files_failed": 1, "entries_lost": 0,
+                                            "fraction_lost": 1.0}
+    assert results["data"]["samples"]["data_A"]["events_read"] > 0
+    assert [f["source"] for f in results["chunks"]["failed"]] == [str(inputs / "data_B.4lep.root")]
+    assert "PARTIAL" in (run_dir / "report.html").read_text()
+
+
 def check_partial_outputs(run_dir: Path, lost_sample: str) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "partial"
