@@ -138,15 +138,18 @@ def test_prometheus_counts_every_chunk_and_bench_reads_it(worker_pool: WorkerPoo
     planned = query(base, 'sum(atlaspipe_tasks_succeeded_total{stage="load",task="atlaspipe.plan_run"})')
     assert float(planned[0]["value"][1]) == 1
     # Completion may be attempted by more than one party (guarded by a claim): at least once each.
+    # The finalize task's counter lands after the submitter has returned: wait for the next scrape.
     for stage in ("aggregate", "plot"):
-        done = query(base, f'sum(atlaspipe_tasks_succeeded_total{{stage="{stage}"}})')
-        assert float(done[0]["value"][1]) >= 1, stage
+        done = f'sum(atlaspipe_tasks_succeeded_total{{stage="{stage}"}})'
+        wait_for(lambda done=done: bool(query(base, done)) and float(query(base, done)[0]["value"][1]) >= 1,
+                 15, f"the {stage} counter")
     children = query(base, 'atlaspipe_worker_process_cpu_seconds_total{stage="process",role="pool"}')
     assert len(children) == 2
 
     # Flower's own /metrics, populated from the workers' task events.
-    flower_events = query(base, 'sum(flower_events_total{task="atlaspipe.process_chunk",type="task-succeeded"})')
-    assert float(flower_events[0]["value"][1]) == chunks
+    flower_succeeded = 'sum(flower_events_total{task="atlaspipe.process_chunk",type="task-succeeded"})'
+    wait_for(lambda: bool(query(base, flower_succeeded))
+             and float(query(base, flower_succeeded)[0]["value"][1]) == chunks, 15, "Flower's count")
 
     # The bench's CSV, sampled from Prometheus: every stage and Flower, in the tidy schema.
     with (out / "cpu_data_prom.csv").open() as handle:
