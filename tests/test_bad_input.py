@@ -140,21 +140,29 @@ def test_entry_count_changed_since_planning(tmp_path: Path) -> None:
     assert str(data) in result["error"] and "when the run was planned" in result["error"], result
 
 
-def test_allow_partial_marks_every_output(tmp_path: Path) -> None:
-    from atlaspipe.plotting import build_figures
-
+def run_with_bad_data_b(tmp_path: Path, damage: Callable[[Path], None],
+                        *needles: str) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    """Good data_A and ggH beside a damaged data_B: refused without --allow-partial (the message
+    names data_B and ``needles``), completed with it. Returns the inputs, output folder and run."""
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     shutil.copyfile(GOOD, inputs / "data_A.4lep.root")
     shutil.copyfile(embedded_sample_dir() / "MC" / "mc_345060.ggH125_ZZ4lep.4lep.root",
                     inputs / "mc_345060.ggH125_ZZ4lep.4lep.root")
-    scalar_where_jagged(inputs / "data_B.4lep.root")
+    damage(inputs / "data_B.4lep.root")
     out = tmp_path / "out"
     refused = atlaspipe("run", "--input", str(inputs), "--output", str(out), "--quiet", cwd=tmp_path)
-    assert_clear(refused, "data_B.4lep.root", "lep_pt")
+    assert_clear(refused, "data_B.4lep.root", *needles)
     completed = atlaspipe("run", "--input", str(inputs), "--output", str(out), "--quiet", "--allow-partial",
                           cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
+    return inputs, out, completed
+
+
+def test_allow_partial_marks_every_output(tmp_path: Path) -> None:
+    from atlaspipe.plotting import build_figures
+
+    _, out, completed = run_with_bad_data_b(tmp_path, scalar_where_jagged, "lep_pt")
     assert "PARTIAL" in completed.stdout and "data_B.4lep.root" in completed.stdout
     run_dir = max((p for p in out.iterdir() if (p / "results.json").exists()), key=lambda p: p.name)
     check_partial_outputs(run_dir, "data_B")
@@ -166,18 +174,7 @@ def test_allow_partial_marks_every_output(tmp_path: Path) -> None:
 # A truncated file still opens (its header is whole) and fails per chunk instead: covered above.
 @pytest.mark.parametrize("damage", [random_bytes, empty], ids=["random", "empty"])
 def test_allow_partial_covers_files_that_cannot_be_opened(tmp_path: Path, damage: Callable[[Path], None]) -> None:
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    shutil.copyfile(GOOD, inputs / "data_A.4lep.root")
-    shutil.copyfile(embedded_sample_dir() / "MC" / "mc_345060.ggH125_ZZ4lep.4lep.root",
-                    inputs / "mc_345060.ggH125_ZZ4lep.4lep.root")
-    damage(inputs / "data_B.4lep.root")
-    out = tmp_path / "out"
-    refused = atlaspipe("run", "--input", str(inputs), "--output", str(out), "--quiet", cwd=tmp_path)
-    assert_clear(refused, "data_B.4lep.root")
-    completed = atlaspipe("run", "--input", str(inputs), "--output", str(out), "--quiet", "--allow-partial",
-                          cwd=tmp_path)
-    assert completed.returncode == 0, completed.stderr
+    inputs, out, completed = run_with_bad_data_b(tmp_path, damage)
     assert "PARTIAL" in completed.stdout and "file " in completed.stdout and "data_B.4lep.root" in completed.stdout
     run_dir = max((p for p in out.iterdir() if (p / "results.json").exists()), key=lambda p: p.name)
     results = json.loads((run_dir / "results.json").read_text())
