@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,8 +41,6 @@ def _top_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``atlaspipe``; user errors print one line and exit non-zero."""
-    from atlaspipe.errors import AtlaspipeError
-
     arguments = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not arguments or arguments[0].startswith("-"):
@@ -56,19 +54,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog=f"atlaspipe {name}", description=description)
     module.configure_parser(parser)
     args = parser.parse_args(rest)
+    return run_reporting_errors("atlaspipe", lambda: int(module.main(args)), "interrupted")
+
+
+def run_reporting_errors(prog: str, command: Callable[[], int], interrupted: str) -> int:
+    """Run a command; a user error prints one line ``PROG: error: …`` and returns its exit code."""
+    from atlaspipe.errors import AtlaspipeError
+
     try:
-        return int(module.main(args))
+        return command()
     except AtlaspipeError as exc:
-        print(f"atlaspipe: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away; that is not an error of ours.
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("atlaspipe: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())

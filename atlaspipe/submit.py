@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from atlaspipe.cli import OneLineParser
+from atlaspipe.cli import OneLineParser, run_reporting_errors
 from atlaspipe.config import RuntimeSettings, analysis_config, load_config, redact_url
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
 from atlaspipe.records import PLAN_COPY, REQUEST_COPY, read_run_copy, write_run_copy
@@ -413,24 +413,16 @@ def resume(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``atlaspipe-submit``."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def command() -> int:
         if arguments and arguments[0] in _SUBCOMMANDS:
             name = arguments[0]
             args = _other_parser(name).parse_args(arguments[1:])
             return {"status": status, "list": list_runs, "resume": resume}[name](args)
         return submit(_submit_parser().parse_args(arguments))
-    except AtlaspipeError as exc:
-        print(f"atlaspipe-submit: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:
-        # The reader (e.g. `| head`) went away; that is not an error of ours.
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("atlaspipe-submit: stopped following; the run goes on (see 'atlaspipe-submit status')",
-              file=sys.stderr)
-        return 130
 
+    return run_reporting_errors(
+        "atlaspipe-submit", command, "stopped following; the run goes on (see 'atlaspipe-submit status')")
 
 if __name__ == "__main__":
     sys.exit(main())
