@@ -32,3 +32,11 @@ class RunFailedError(AtlaspipeError):
     """A run finished with failed chunks and partial results were not allowed."""
 
     exit_code = 1
+
+
+class SchemaError(AtlaspipeError):
+    """A stored document (results, status, plan…) does not match the model this version reads."""
+
+
+class BackendUnavailable(AtlaspipeError):
+    """The result backend holding the run records cannot be reached."""

@@ -1,0 +1,595 @@
+"""The run model: the frozen, typed values that cross module and process boundaries.
+
+A run is a request, then a plan of chunks, then one result per chunk, an aggregate, and finally
+the results document; its status says where it is. Each of these is a pydantic model, frozen,
+with a ``schema_version`` and a JSON round trip (``to_json`` / ``from_json``), so the same value
+travels through Redis, the run folder and the web report without a hand-written dict in between.
+``results.json`` and ``status.json`` are validated against the JSON Schemas generated from these
+types (``python -m atlaspipe.model`` writes them to ``docs/schemas/``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from atlaspipe.config import AnalysisConfig
+from atlaspipe.errors import ConfigError, SchemaError
+
+if TYPE_CHECKING:
+    import hist
+
+CHANNELS: tuple[str, ...] = ("4e", "4mu", "2e2mu")
+"""The final states, in the order of the channel axis of every histogram."""
+
+
+class Document(BaseModel):
+    """A frozen value with a JSON round trip; unknown fields are an error, not silently kept."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return self.model_dump_json(indent=indent)
+
+    def to_jsonable(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "") -> Self:
+        """Parse a document; a wrong schema version or shape is one ``SchemaError`` line."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise SchemaError(_describe(cls.__name__, where, exc)) from None
+
+    @classmethod
+    def from_jsonable(cls, raw: Any, where: str = "") -> Self:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise SchemaError(_describe(cls.__name__, where, exc)) from None
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise SchemaError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        return cls.from_json(text, str(path))
+
+
+def _describe(kind: str, where: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    location = ".".join(str(p) for p in first["loc"]) or "document"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where or kind}: not a valid {kind}: {location}: {first['msg']}{more}"
+
+
+# --- the run's life -----------------------------------------------------------------------------
+
+
+class RunState(StrEnum):
+    """Where a run is. The last four are terminal."""
+
+    SUBMITTED = "submitted"
+    PLANNING = "planning"
+    RUNNING = "running"
+    AGGREGATING = "aggregating"
+    FINALIZING = "finalizing"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.PARTIAL, RunState.FAILED, RunState.CANCELLED})
+ACTIVE_STATES = frozenset(set(RunState) - TERMINAL_STATES)
+
+TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    RunState.SUBMITTED: frozenset({RunState.PLANNING, RunState.FAILED, RunState.CANCELLED}),
+    RunState.PLANNING: frozenset({RunState.RUNNING, RunState.FAILED, RunState.CANCELLED, RunState.SUBMITTED}),
+    RunState.RUNNING: frozenset({RunState.AGGREGATING, RunState.FAILED, RunState.CANCELLED, RunState.RUNNING}),
+    RunState.AGGREGATING: frozenset({RunState.FINALIZING, RunState.FAILED, RunState.CANCELLED, RunState.RUNNING}),
+    RunState.FINALIZING: frozenset({RunState.SUCCEEDED, RunState.PARTIAL, RunState.FAILED, RunState.CANCELLED,
+                                    RunState.RUNNING}),
+    # `resume` starts a stalled, failed or partial run again as a new generation (back to
+    # ``running``), or from planning (``submitted``) if it never got a plan.
+    RunState.FAILED: frozenset({RunState.SUBMITTED, RunState.RUNNING}),
+    RunState.PARTIAL: frozenset({RunState.RUNNING}),
+    RunState.SUCCEEDED: frozenset(),
+    RunState.CANCELLED: frozenset(),
+}
+"""Every allowed change of state; anything else is refused by the lifecycle."""
+
+Executor = Literal["in-process", "celery"]
+
+
+# --- request and plan ---------------------------------------------------------------------------
+
+
+class RunRequest(Document):
+    """What a user asked for; the load stage turns it into a plan."""
+
+    schema_version: Literal[1] = 1
+    run_id: str
+    release: Literal["2020", "2025e"] | None = None
+    inputs: tuple[str, ...] = ()
+    samples: tuple[str, ...] = ()
+    base_url: str | None = None
+    fetch: bool = False
+    config: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    """The analysis settings; ``config.release`` is replaced by the release found at planning."""
+    output_dir: str
+    allow_partial: bool = False
+    keep_records: bool = False
+    submitted_by: str = ""
+    created: str
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_id
+
+
+class Chunk(Document):
+    """Entries ``[entry_start, entry_stop)`` of ``tree`` in ``source``, which belongs to ``sample``.
+
+    ``file_entries`` is the file's entry count when the run was planned, so a file that changed
+    since then is caught instead of being half-read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chunk_id: int
+    release: str
+    sample: str
+    source: str
+    tree: str
+    entry_start: int
+    entry_stop: int
+    file_entries: int
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not 0 <= self.entry_start <= self.entry_stop <= self.file_entries:
+            raise ConfigError(
+                f"chunk {self.chunk_id} of {self.source}: invalid entry range "
+                f"[{self.entry_start}, {self.entry_stop}) for a file of {self.file_entries} entries"
+            )
+
+    @property
+    def num_entries(self) -> int:
+        return self.entry_stop - self.entry_start
+
+    @property
+    def where(self) -> str:
+        """The file and entry range, as every message about this chunk names them."""
+        return f"{self.source} [{self.entry_start}, {self.entry_stop})"
+
+
+class PlannedFile(Document):
+    """One input file of a plan: its sample and what planning learned of it, or why it could not be opened."""
+
+    release: str
+    sample: str
+    source: str
+    tree: str
+    entries: int | None = None
+    size_bytes: int | None = None
+    error: str | None = None
+
+
+class RunPlan(Document):
+    """A run's inputs and chunks, in chunk-id order, plus notes for the user."""
+
+    schema_version: Literal[1] = 1
+    run_id: str
+    config: AnalysisConfig
+    files: tuple[PlannedFile, ...]
+    chunks: tuple[Chunk, ...]
+    notes: tuple[str, ...] = ()
+    created: str
+
+    @property
+    def release(self) -> str:
+        return self.config.release
+
+    @property
+    def total_entries(self) -> int:
+        return sum(c.num_entries for c in self.chunks)
+
+    def without_chunks(self) -> RunPlan:
+        """The plan's description alone; the chunks are stored one by one beside it."""
+        return self.model_copy(update={"chunks": ()})
+
+
+# --- chunk results and the aggregate --------------------------------------------------------------
+
+
+class Counts(Document):
+    """Weighted counts of one histogram per channel: ``sumw[channel][bin]``, flow bins included
+    (bin 0 is the underflow, the last bin the overflow)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sumw: tuple[tuple[float, ...], ...]
+    sumw2: tuple[tuple[float, ...], ...]
+
+
+class ChunkResult(Document):
+    """What one chunk produced: histograms and counts, or why it failed. One type for both."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    chunk_id: int
+    sample: str
+    worker: str
+    seconds: float = 0.0
+    error: str | None = None
+    """Why the chunk failed, without its file and entry range (the plan's chunk has those)."""
+    events_read: int = 0
+    events_selected: int = 0
+    bytes_read: int = 0
+    histograms: dict[str, Counts] = Field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, chunk: Chunk, reason: str, worker: str, seconds: float = 0.0) -> ChunkResult:
+        return cls(chunk_id=chunk.chunk_id, sample=chunk.sample, worker=worker, seconds=seconds, error=reason)
+
+
+class Failure(Document):
+    """A chunk that failed, or a whole input file that could not be opened (``chunk_id`` None)."""
+
+    chunk_id: int | None
+    sample: str
+    source: str
+    entry_start: int | None = None
+    entry_stop: int | None = None
+    reason: str
+
+    @classmethod
+    def of_chunk(cls, chunk: Chunk, reason: str) -> Failure:
+        return cls(chunk_id=chunk.chunk_id, sample=chunk.sample, source=chunk.source,
+                   entry_start=chunk.entry_start, entry_stop=chunk.entry_stop, reason=reason)
+
+    @classmethod
+    def of_file(cls, planned: PlannedFile) -> Failure:
+        return cls(chunk_id=None, sample=planned.sample, source=planned.source, reason=planned.error or "")
+
+    def describe(self) -> str:
+        """One line naming the file (and entry range) once, then the reason."""
+        if self.chunk_id is None:
+            return f"file {self.source}: {self.reason}"
+        return f"chunk {self.chunk_id} {self.source} [{self.entry_start}, {self.entry_stop}): {self.reason}"
+
+
+class SampleLoss(Document):
+    """What a sample lost to failed chunks and unopenable files.
+
+    ``fraction_lost`` is None when a whole file of the sample could not be opened while others
+    were read: that file's entry count is unknown.
+    """
+
+    chunks_failed: int
+    files_failed: int
+    events_lost: int
+    fraction_lost: float | None
+
+
+class SampleAggregate(Document):
+    """One sample's merged, scaled histograms and counts."""
+
+    kind: Literal["data", "mc"]
+    group: str | None
+    normalisation: float
+    events_read: int
+    events_selected: int
+    chunks: int
+    chunks_failed: int
+    entries_planned: int
+    events_lost: int
+    files_failed: int
+    histograms: dict[str, Counts]
+
+    def loss(self) -> SampleLoss | None:
+        if not (self.chunks_failed or self.files_failed):
+            return None
+        # An unopenable file has no known entry count: the fraction is known only when nothing of
+        # the sample could be read (1.0) or no file of it was lost.
+        if not self.files_failed:
+            fraction: float | None = self.events_lost / max(self.entries_planned, 1)
+        elif self.entries_planned == self.events_lost:
+            fraction = 1.0
+        else:
+            fraction = None
+        return SampleLoss(chunks_failed=self.chunks_failed, files_failed=self.files_failed,
+                          events_lost=self.events_lost, fraction_lost=fraction)
+
+
+class Aggregate(Document):
+    """Every sample's histograms merged in chunk-id order and scaled, and what failed."""
+
+    schema_version: Literal[1] = 1
+    run_id: str
+    release: str
+    luminosity_fb: float
+    bin_edges: tuple[float, ...]
+    channels: tuple[str, ...] = CHANNELS
+    samples: dict[str, SampleAggregate]
+    chunks_total: int
+    failures: tuple[Failure, ...] = ()
+
+    def missing(self) -> dict[str, SampleLoss]:
+        return {name: loss for name, entry in self.samples.items() if (loss := entry.loss()) is not None}
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+class RunStatus(Document):
+    """``status.json``: where a run is and how far it got; written by the lifecycle only."""
+
+    schema_version: Literal[1] = 1
+    run_id: str
+    state: RunState
+    executor: Executor
+    generation: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    chunks_failed: int = 0
+    events_read: int = 0
+    events_total: int = 0
+    """Entries planned over every chunk, for the progress bar and the ETA."""
+    started: str
+    updated: str
+    message: str = ""
+    """One line: why the run failed, was cancelled or is stalled; empty when all is well."""
+    failures: tuple[Failure, ...] = ()
+    """The first ``MAX_LISTED_FAILURES`` failures."""
+    missing: dict[str, SampleLoss] = Field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    run_dir: str | None = None
+
+    MAX_LISTED_FAILURES: ClassVar[int] = 200
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+class Histogram(Document):
+    """One m4l histogram: in-range bins ([lo, hi) each) with their sums of squared weights, and the
+    flow bins apart."""
+
+    values: tuple[float, ...]
+    variances: tuple[float, ...]
+    underflow: float = 0.0
+    overflow: float = 0.0
+    underflow_variance: float = 0.0
+    overflow_variance: float = 0.0
+
+    @classmethod
+    def from_flow(cls, sumw: Sequence[float], sumw2: Sequence[float]) -> Histogram:
+        """From arrays whose first and last entries are the underflow and overflow."""
+        return cls(values=tuple(float(v) for v in sumw[1:-1]), variances=tuple(float(v) for v in sumw2[1:-1]),
+                   underflow=float(sumw[0]), overflow=float(sumw[-1]),
+                   underflow_variance=float(sumw2[0]), overflow_variance=float(sumw2[-1]))
+
+    @property
+    def total(self) -> float:
+        return math.fsum(self.values)
+
+    @property
+    def uncertainty(self) -> float:
+        return math.sqrt(max(0.0, math.fsum(self.variances)))
+
+    def to_hist(self, bin_edges: Sequence[float], name: str = "m4l", label: str = "$m_{4\\ell}$ [GeV]") -> hist.Hist:
+        """This histogram as a ``hist.Hist`` with Weight storage, flow bins filled."""
+        import hist as hist_module
+        import numpy as np
+
+        histogram = hist_module.Hist(hist_module.axis.Variable(list(bin_edges), name=name, label=label),
+                                     storage=hist_module.storage.Weight())
+        view = histogram.view(flow=True)
+        view.value = np.array([self.underflow, *self.values, self.overflow])
+        view.variance = np.array([self.underflow_variance, *self.variances, self.overflow_variance])
+        return histogram
+
+
+class GroupInfo(Document):
+    """A stacked-plot group of MC samples, as the catalog describes it."""
+
+    id: str
+    label: str
+    text: str
+    color: str
+    kind: Literal["background", "signal"]
+    samples: tuple[str, ...]
+
+
+class SampleYields(Document):
+    """One MC sample's selected yield: in-range m4l histogram overall and per channel."""
+
+    group: str | None
+    kind: Literal["background", "signal"]
+    events_read: int
+    events_selected: int
+    normalisation: float
+    expected: float = Field(alias="yield")
+    """Sum of the in-range bins."""
+    expected_uncertainty: float = Field(alias="yield_uncertainty")
+    m4l: Histogram
+    channels: dict[str, Histogram]
+
+
+class DataCounts(Document):
+    events_read: int
+    events_selected: int
+
+
+class DataSummary(Document):
+    """The data's selected events and their m4l histogram (unweighted counts)."""
+
+    events_read: int = 0
+    events_selected: int = 0
+    events_in_range: int = 0
+    m4l: Histogram
+    channels: dict[str, Histogram]
+    samples: dict[str, DataCounts] = Field(default_factory=dict)
+
+
+class Significance(Document):
+    """The notebook's figure and the Asimov median significance in the mass window."""
+
+    window_gev: tuple[float, float]
+    n_sig_plus_bg: float
+    n_bg: float
+    n_sig: float
+    n_data: float
+    notebook: float | None
+    asimov: float | None
+
+
+class FitResult(Document):
+    """The binned profile-likelihood fit of the signal strength; values are None when it could not run."""
+
+    mu: float | None = None
+    mu_uncertainty: float | None = None
+    mu_uncertainty_up: float | None = None
+    mu_uncertainty_down: float | None = None
+    significance_observed: float | None = None
+    significance_expected: float | None = None
+    p_value_observed: float | None = None
+    p_value_expected: float | None = None
+    twice_nll: float | None = None
+    parameters: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    background_norm_uncertainty: float
+    staterror: bool
+    mu_upper: float
+    mu_bounds: tuple[float, float] | None = None
+    converged: bool = False
+    method: str
+    bins_used: int = 0
+    bins_total: int = 0
+    n_data: float = 0.0
+    n_signal: float = 0.0
+    n_background: float = 0.0
+    data_outside_model: float = 0.0
+    error: str | None = None
+
+
+class ChunkSummary(Document):
+    total: int
+    failed: tuple[Failure, ...] = ()
+
+
+class RunResults(Document):
+    """``results.json``: every number of a finished run."""
+
+    schema_version: Literal[2] = 2
+    run_id: str
+    status: Literal["complete", "partial"]
+    release: str
+    luminosity_fb: float
+    bin_edges: tuple[float, ...]
+    channels: tuple[str, ...] = CHANNELS
+    groups: tuple[GroupInfo, ...]
+    data: DataSummary
+    samples: dict[str, SampleYields]
+    significance: Significance | None = None
+    fit: FitResult | None = None
+    inputs: tuple[PlannedFile, ...]
+    notes: tuple[str, ...] = ()
+    chunks: ChunkSummary
+    missing: dict[str, SampleLoss] = Field(default_factory=dict)
+    config: AnalysisConfig
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return self.status == "partial"
+
+    def group(self, group_id: str | None) -> GroupInfo | None:
+        return next((g for g in self.groups if g.id == group_id), None)
+
+
+class InputRecord(Document):
+    """An input file in the manifest, with its checksum where it is local."""
+
+    release: str
+    sample: str
+    source: str
+    tree: str
+    entries: int | None = None
+    size_bytes: int | None = None
+    error: str | None = None
+    checksum: str | None = None
+
+
+class Manifest(Document):
+    """``manifest.json``: what a run read and how, to reproduce it."""
+
+    schema_version: Literal[1] = 1
+    run_id: str
+    created: str
+    release: str
+    status: Literal["complete", "partial"]
+    executor: Executor
+    inputs: tuple[InputRecord, ...]
+    config: AnalysisConfig
+    chunks_total: int
+    chunks_failed: int
+    notes: tuple[str, ...] = ()
+    versions: dict[str, str]
+    workers: tuple[str, ...] = ()
+    submitted_by: str | None = None
+    generation: int = 0
+    timings: dict[str, float | str | None] = Field(default_factory=dict)
+
+
+SCHEMAS: dict[str, type[Document]] = {
+    "results": RunResults, "status": RunStatus, "manifest": Manifest, "plan": RunPlan, "request": RunRequest,
+}
+"""The run folder's documents whose JSON Schemas are shipped in docs/schemas/."""
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    model = SCHEMAS[kind]
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    schema["$id"] = f"https://atlaspipe.invalid/schemas/{kind}.schema.json"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    """Write every shipped JSON Schema into ``folder``; the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in SCHEMAS:
+        path = folder / f"{kind}.schema.json"
+        path.write_text(json.dumps(json_schema(kind), indent=1, sort_keys=True) + "\n", "utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/schemas")
+    for written_path in write_schemas(target):
+        print(written_path)
