@@ -15,6 +15,9 @@ task_default_exchange = "atlaspipe"
 task_default_routing_key = "load"
 task_routes = {
     "atlaspipe.plan_run": {"queue": "load", "routing_key": "load"},
+    "atlaspipe.resume_run": {"queue": "load", "routing_key": "load"},
+    "atlaspipe.cancel_run": {"queue": "load", "routing_key": "load"},
+    "atlaspipe.clean_runs": {"queue": "load", "routing_key": "load"},
     "atlaspipe.process_chunk": {"queue": "process", "routing_key": "process"},
     "atlaspipe.aggregate_run": {"queue": "aggregate", "routing_key": "aggregate"},
     "atlaspipe.finalize_run": {"queue": "plot", "routing_key": "plot"},
@@ -37,7 +40,11 @@ worker_prefetch_multiplier = 1
 task_soft_time_limit = 600
 task_time_limit = 660
 
-# Redis keeps chord counters and small task results only; chunk histograms are stored by reference.
+# The run records hold every outcome, so no task stores a Celery result or a STARTED state: a
+# result backend that is away then cannot make Celery acknowledge a message whose outcome was not
+# stored (the STARTED write happens outside the task body). Redis keeps only the chord counters.
+task_ignore_result = True
+task_track_started = False
 result_expires = 24 * 3600
 result_extended = False
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
@@ -49,7 +56,6 @@ broker_transport_options = {"confirm_publish": True}
 
 worker_send_task_events = True
 task_send_sent_event = True
-task_track_started = True
 worker_hijack_root_logger = False
 worker_max_tasks_per_child = 2000
 timezone = "UTC"

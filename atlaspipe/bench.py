@@ -7,8 +7,6 @@ Writes ``cpu_data_<env>.csv`` (tidy: time, service, cpu_percent, cpu_seconds, rs
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import re
 import socket
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atlaspipe.errors import AtlaspipeError, ConfigError
+from atlaspipe.model import RunRequest, RunStatus
 from atlaspipe.sampling import (
     CgroupSource,
     ExporterSource,
@@ -136,34 +135,21 @@ class _Background:
         self._thread.join()
 
 
-def _submit(args: argparse.Namespace, inputs: list[str]) -> str:
-    """Submit through atlaspipe-submit's own code path and return the run id."""
-    from atlaspipe import submit
+def _run(args: argparse.Namespace, inputs: list[str]) -> RunStatus:
+    """Submit the bench run through the Celery client and follow it to its end."""
+    from atlaspipe.client import CeleryClient
+    from atlaspipe.config import RuntimeSettings, analysis_config
+    from atlaspipe.pipeline.lifecycle import now_text
+    from atlaspipe.planning import new_run_id
 
-    argv = ["--no-wait", "--quiet"]
-    if inputs:
-        argv += ["--input", *inputs]
-    for option, value in (("--chunk-size", args.chunk_size), ("--broker", args.broker),
-                          ("--backend", args.backend), ("--output", args.run_output)):
-        if value is not None:
-            argv += [option, str(value)]
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        code = submit.main(argv)
-    if code != 0:
-        raise AtlaspipeError(f"submitting the bench run failed (atlaspipe-submit exit code {code})")
-    return captured.getvalue().strip().splitlines()[-1]
-
-
-def _follow(args: argparse.Namespace, run_id: str) -> dict[str, str]:
-    from atlaspipe import submit
-    from atlaspipe.config import RuntimeSettings
-    from atlaspipe.records import RunRecords
-
-    store = RunRecords(args.backend or RuntimeSettings.from_env().result_backend)
-    submit.follow(store, run_id, quiet=True)
-    meta: dict[str, str] = store.meta(run_id)
-    return meta
+    settings = RuntimeSettings.from_env()
+    output = (args.run_output or settings.output_dir).absolute()
+    request = RunRequest(run_id=new_run_id(), inputs=tuple(inputs), output_dir=str(output), created=now_text(),
+                         config=analysis_config(chunk_size=args.chunk_size), submitted_by=f"bench {args.env}")
+    client = CeleryClient(args.broker or settings.broker_url, args.backend or settings.result_backend)
+    client.submit(request)
+    print(f"bench {args.env}: run {request.run_id}, sampling every {args.interval:g} s", file=sys.stderr)
+    return client.follow(request.run_id)
 
 
 def summarise(env: str, rows: list[Row], totals: dict[str, float], wall: float, events: int,
@@ -228,17 +214,14 @@ def main(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     began = time.monotonic()
     with _Background(sampler, args.interval) as background:
-        run_id = _submit(args, inputs)
-        print(f"bench {args.env}: run {run_id}, sampling {source.description} every {args.interval:g} s",
-              file=sys.stderr)
-        meta = _follow(args, run_id)
+        status = _run(args, inputs)
         wall = time.monotonic() - began
     sampler.sample()
-    events = int(meta.get("events_read", 0))
+    events = status.events_read
     summary = summarise(args.env, sampler.rows, sampler.totals(), wall, events, {
-        "run_id": run_id, "state": meta.get("state"), "source": source.description,
+        "run_id": status.run_id, "state": status.state.value, "source": source.description,
         "interval_seconds": args.interval, "inputs": inputs or ["embedded sample"],
-        "chunks": int(meta.get("chunks_total", 0)), "started": started.isoformat(timespec="seconds"),
+        "chunks": status.chunks_total, "started": started.isoformat(timespec="seconds"),
         "host": socket.gethostname(), "sampling_errors": background.errors[:20],
     })
     csv_path = output / f"cpu_data_{args.env}.csv"

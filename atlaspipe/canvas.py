@@ -1,47 +1,63 @@
-"""The one place where the task graph is built: ``chord(group(process_chunk…), aggregate) | finalize``."""
+"""The one place where the task graph is built: ``chord(group(process_chunk…), aggregate) | finalize``.
+
+Signatures are made by task name, so this module needs the app only, never the task functions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from celery import chain, chord, group
+from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
-from atlaspipe.chunks import Chunk
+from atlaspipe.config import AnalysisConfig
+from atlaspipe.model import Chunk, RunRequest
+
+PLAN_TASK = "atlaspipe.plan_run"
+RESUME_TASK = "atlaspipe.resume_run"
+CANCEL_TASK = "atlaspipe.cancel_run"
+CLEAN_TASK = "atlaspipe.clean_runs"
+PROCESS_TASK = "atlaspipe.process_chunk"
+AGGREGATE_TASK = "atlaspipe.aggregate_run"
+FINALIZE_TASK = "atlaspipe.finalize_run"
 
 
 def chunk_task_id(run_id: str, generation: int, chunk_id: int) -> str:
     """The Celery task id of one chunk of one launch of a run.
 
-    Ids derived from the run let the submitter's watchdog look up the state of any chunk's task,
-    and let the run's task results be deleted by prefix once the run is done.
+    The generation in the id tells a redelivered chunk of an old launch from the chunk of a resume,
+    so each generation counts its own deliveries.
     """
     return f"{run_id}.g{generation}.c{chunk_id}"
 
 
-def run_graph(run_id: str, chunks: Sequence[Chunk], config: dict[str, Any], generation: int = 0) -> Signature:
+def submission(app: Celery, request: RunRequest) -> Signature:
+    """The message that starts a run: the ``load`` stage registers, plans and launches it."""
+    return app.signature(PLAN_TASK, args=[request.to_jsonable()], task_id=f"{request.run_id}.plan")
+
+
+def run_graph(app: Celery, run_id: str, chunks: Sequence[Chunk], config: AnalysisConfig,
+              generation: int = 0) -> Signature:
     """Process every chunk, then aggregate, then finalize.
 
     The aggregate step is immutable: it reads the chunk histograms from the run records, so the
     chord passes only tiny acknowledgements, whatever the number of chunks. The chord is not the
     only way to completion (Celery chords can lose their callback when a header task dies, celery
-    #2911 and #4207): the chunk that stores the last result, and the submitter, can trigger the
-    same ``completion_graph``; a claim in the run records makes exactly one of them run it.
+    #2911 and #4207): the chunk that stores the last result can launch the same
+    ``completion_graph``; a claim in the run records makes exactly one of them run it.
     """
-    from atlaspipe.tasks import aggregate_run, finalize_run, process_chunk
-
+    settings = config.to_json_dict()
     header = group(
-        process_chunk.signature((run_id, chunk.to_dict(), config),
-                                task_id=chunk_task_id(run_id, generation, chunk.chunk_id))
+        app.signature(PROCESS_TASK, args=(run_id, chunk.to_jsonable(), settings),
+                      task_id=chunk_task_id(run_id, generation, chunk.chunk_id))
         for chunk in chunks
     )
-    return chain(chord(header, aggregate_run.si(run_id)), finalize_run.si(run_id))
+    return chain(chord(header, app.signature(AGGREGATE_TASK, args=(run_id,), immutable=True)),
+                 app.signature(FINALIZE_TASK, args=(run_id,), immutable=True))
 
 
-def completion_graph(run_id: str, owner: str) -> Signature:
+def completion_graph(app: Celery, run_id: str, owner: str) -> Signature:
     """Aggregate then finalize a run whose chunks all have results, outside the chord; ``owner``
     holds the run's completion claim."""
-    from atlaspipe.tasks import aggregate_run, finalize_run
-
-    return chain(aggregate_run.si(run_id, owner=owner), finalize_run.si(run_id))
+    return chain(app.signature(AGGREGATE_TASK, args=(run_id,), kwargs={"owner": owner}, immutable=True),
+                 app.signature(FINALIZE_TASK, args=(run_id,), immutable=True))

@@ -57,10 +57,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors("atlaspipe", lambda: int(module.main(args)), "interrupted")
 
 
+def configure_logging() -> None:
+    """Library logs stay quiet on a terminal (errors reach the user as one line each);
+    ``ATLASPIPE_LOG_LEVEL=INFO`` shows them, with tracebacks of unexpected errors."""
+    import logging
+    import os
+
+    level = os.environ.get("ATLASPIPE_LOG_LEVEL", "CRITICAL").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.CRITICAL),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def run_reporting_errors(prog: str, command: Callable[[], int], interrupted: str) -> int:
     """Run a command; a user error prints one line ``PROG: error: …`` and returns its exit code."""
     from atlaspipe.errors import AtlaspipeError
 
+    configure_logging()
     try:
         return command()
     except AtlaspipeError as exc:

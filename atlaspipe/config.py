@@ -166,3 +166,55 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _positive_number(name: str, default: float | None) -> float | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={text!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker treats trouble: deliveries per chunk, patience with the result backend, time limits."""
+
+    max_deliveries: int = 3
+    """Deliveries of one chunk before it is failed (a chunk that kills its worker each time)."""
+    backend_patience_seconds: float = 300.0
+    """How long a task waits for an unreachable result backend, holding its message, before requeueing it."""
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        deliveries = _positive_number("ATLASPIPE_MAX_DELIVERIES", 3)
+        patience = _positive_number("ATLASPIPE_BACKEND_PATIENCE", 300.0)
+        soft = _positive_number("ATLASPIPE_TASK_SOFT_TIME_LIMIT", None)
+        hard = _positive_number("ATLASPIPE_TASK_TIME_LIMIT", None)
+        if soft is not None and hard is None:
+            # The hard limit must leave the soft one time to be handled.
+            hard = soft + 60
+        if soft is not None and hard is not None and hard <= soft:
+            raise ConfigError("ATLASPIPE_TASK_TIME_LIMIT must be larger than ATLASPIPE_TASK_SOFT_TIME_LIMIT")
+        assert deliveries is not None and patience is not None
+        return cls(max_deliveries=int(deliveries), backend_patience_seconds=patience, soft_time_limit=soft,
+                   time_limit=hard)
+
+
+def warn_password_in_argv(option: str, url: str | None) -> None:
+    """Warn when a URL with a password came on the command line: every local user sees argv in ``ps``."""
+    from urllib.parse import urlsplit
+
+    if url and urlsplit(url).password:
+        import sys
+
+        variable = "ATLASPIPE_BROKER_URL" if "broker" in option else "ATLASPIPE_RESULT_BACKEND"
+        print(f"warning: {option} carries a password, which other users can read in `ps`; set {variable} "
+              f"or {variable}_FILE instead", file=sys.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -22,18 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import ConfigError, SchemaError
+from atlaspipe.selection import CHANNELS
 
 if TYPE_CHECKING:
     import hist
-
-CHANNELS: tuple[str, ...] = ("4e", "4mu", "2e2mu")
-"""The final states, in the order of the channel axis of every histogram."""
 
 
 class Document(BaseModel):
     """A frozen value with a JSON round trip; unknown fields are an error, not silently kept."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True,
+                              use_attribute_docstrings=True)
 
     def to_json(self, indent: int | None = None) -> str:
         return self.model_dump_json(indent=indent)
@@ -148,8 +146,6 @@ class Chunk(Document):
     since then is caught instead of being half-read.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     chunk_id: int
     release: str
     sample: str
@@ -219,16 +215,12 @@ class Counts(Document):
     """Weighted counts of one histogram per channel: ``sumw[channel][bin]``, flow bins included
     (bin 0 is the underflow, the last bin the overflow)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     sumw: tuple[tuple[float, ...], ...]
     sumw2: tuple[tuple[float, ...], ...]
 
 
 class ChunkResult(Document):
     """What one chunk produced: histograms and counts, or why it failed. One type for both."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = 1
     chunk_id: int
@@ -347,22 +339,31 @@ class RunStatus(Document):
     run_id: str
     state: RunState
     executor: Executor
+    """Who ran it: ``atlaspipe run`` (in-process) or the Celery workers."""
     generation: int = 0
+    """0 for the first launch, one more for each ``resume``."""
     chunks_total: int = 0
     chunks_done: int = 0
+    """Chunks with a stored result, a success or a failure."""
     chunks_failed: int = 0
     events_read: int = 0
+    """Entries read by the chunks that succeeded."""
     events_total: int = 0
     """Entries planned over every chunk, for the progress bar and the ETA."""
     started: str
+    """When the run was submitted (ISO 8601, UTC)."""
     updated: str
+    """When its state or progress last changed."""
     message: str = ""
     """One line: why the run failed, was cancelled or is stalled; empty when all is well."""
     failures: tuple[Failure, ...] = ()
     """The first ``MAX_LISTED_FAILURES`` failures."""
     missing: dict[str, SampleLoss] = Field(default_factory=dict)
+    """Per sample, what failed chunks and files lost (set when the run ends)."""
     notes: tuple[str, ...] = ()
+    """Remarks from planning (empty trees, files left out of a partial run)."""
     run_dir: str | None = None
+    """The run folder, as the workers see it."""
 
     MAX_LISTED_FAILURES: ClassVar[int] = 200
 
@@ -506,21 +507,28 @@ class RunResults(Document):
     schema_version: Literal[2] = 2
     run_id: str
     status: Literal["complete", "partial"]
+    """``partial``: some chunks or files failed and ``--allow-partial`` let the run finish."""
     release: str
     luminosity_fb: float
+    """The integrated luminosity the MC is scaled to, in fb⁻¹."""
     bin_edges: tuple[float, ...]
+    """The m4l bin edges in GeV, lowest first."""
     channels: tuple[str, ...] = CHANNELS
     groups: tuple[GroupInfo, ...]
+    """The stacked-plot groups, bottom of the stack first."""
     data: DataSummary
     samples: dict[str, SampleYields]
+    """Every MC sample by catalog name."""
     significance: Significance | None = None
     fit: FitResult | None = None
     inputs: tuple[PlannedFile, ...]
     notes: tuple[str, ...] = ()
     chunks: ChunkSummary
     missing: dict[str, SampleLoss] = Field(default_factory=dict)
+    """Per sample, what failed chunks and files lost; empty for a complete run."""
     config: AnalysisConfig
     outputs: dict[str, str] = Field(default_factory=dict)
+    """Output kind → file name in the run folder."""
 
     @property
     def partial(self) -> bool:
@@ -568,6 +576,8 @@ SCHEMAS: dict[str, type[Document]] = {
     "results": RunResults, "status": RunStatus, "manifest": Manifest, "plan": RunPlan, "request": RunRequest,
 }
 """The run folder's documents whose JSON Schemas are shipped in docs/schemas/."""
+CONTRACT_BEGIN = "<!-- generated from atlaspipe/model.py: scripts/update-contracts.sh -->"
+CONTRACT_END = "<!-- end of generated section -->"
 
 
 def json_schema(kind: str) -> dict[str, Any]:
@@ -578,18 +588,62 @@ def json_schema(kind: str) -> dict[str, Any]:
     return schema
 
 
-def write_schemas(folder: Path) -> list[Path]:
-    """Write every shipped JSON Schema into ``folder``; the paths written."""
+def schema_text(kind: str) -> str:
+    return json.dumps(json_schema(kind), indent=1, sort_keys=True) + "\n"
+
+
+def _type_text(spec: dict[str, Any]) -> str:
+    if "$ref" in spec:
+        return str(spec["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in spec:
+        return " or ".join(_type_text(option) for option in spec["anyOf"])
+    if "enum" in spec:
+        return " or ".join(json.dumps(v) for v in spec["enum"])
+    if "const" in spec:
+        return json.dumps(spec["const"])
+    kind = spec.get("type", "any")
+    if kind == "array":
+        if "prefixItems" in spec:
+            return "[" + ", ".join(_type_text(p) for p in spec["prefixItems"]) + "]"
+        return f"[{_type_text(spec.get('items', {}))}]"
+    if kind == "object" and "additionalProperties" in spec:
+        return f"{{name: {_type_text(spec['additionalProperties'])}}}"
+    return str(kind)
+
+
+def contract_markdown() -> str:
+    """The fields of ``status.json`` and ``results.json`` and of every type they hold, for docs/CONTRACTS.md."""
+    lines = []
+    for kind in ("status", "results"):
+        schema = json_schema(kind)
+        definitions = {schema["title"]: schema, **schema.get("$defs", {})}
+        lines.append(f"### `{kind}.json`: `{schema['title']}` (JSON Schema: `docs/schemas/{kind}.schema.json`)")
+        for name, definition in definitions.items():
+            if "properties" not in definition:
+                continue
+            lines.append("")
+            lines.append(f"`{name}`" + (f": {definition['description'].splitlines()[0]}"
+                                       if definition.get("description") else ""))
+            lines.append("")
+            lines.append("| field | type | required | meaning |")
+            lines.append("|---|---|---|---|")
+            required = set(definition.get("required", []))
+            for field_name, spec in definition["properties"].items():
+                meaning = " ".join(str(spec.get("description", "")).split())
+                lines.append(f"| `{field_name}` | {_type_text(spec)} | {'yes' if field_name in required else ''} "
+                             f"| {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_contracts(docs: Path) -> None:
+    """Regenerate docs/schemas/*.schema.json and the generated section of docs/CONTRACTS.md."""
+    folder = docs / "schemas"
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
     for kind in SCHEMAS:
-        path = folder / f"{kind}.schema.json"
-        path.write_text(json.dumps(json_schema(kind), indent=1, sort_keys=True) + "\n", "utf-8")
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/schemas")
-    for written_path in write_schemas(target):
-        print(written_path)
+        (folder / f"{kind}.schema.json").write_text(schema_text(kind), "utf-8")
+    contracts = docs / "CONTRACTS.md"
+    text = contracts.read_text("utf-8")
+    head, _, rest = text.partition(CONTRACT_BEGIN)
+    _, _, tail = rest.partition(CONTRACT_END)
+    contracts.write_text(f"{head}{CONTRACT_BEGIN}\n{contract_markdown()}\n{CONTRACT_END}{tail}", "utf-8")

@@ -7,16 +7,15 @@ import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from atlaspipe.catalog import Release, load_release, recognise_file
-from atlaspipe.chunks import Chunk
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import CatalogError, ConfigError, InputError
 from atlaspipe.inputs import check_url
+from atlaspipe.model import Chunk, PlannedFile, RunPlan
 from atlaspipe.reading import open_tree
 
 
@@ -37,43 +36,6 @@ class FileLayout:
     entries: int
     size_bytes: int | None
     cluster_starts: tuple[int, ...]
-
-
-@dataclass
-class RunPlan:
-    """A run's inputs and chunks, in chunk-id order, plus notes for the user."""
-
-    run_id: str
-    config: AnalysisConfig
-    files: list[dict[str, Any]]
-    chunks: list[Chunk]
-    notes: list[str] = field(default_factory=list)
-    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    @property
-    def release(self) -> str:
-        return self.config.release
-
-    @property
-    def total_entries(self) -> int:
-        return sum(c.num_entries for c in self.chunks)
-
-    def to_dict(self, with_chunks: bool = True) -> dict[str, Any]:
-        raw: dict[str, Any] = {
-            "run_id": self.run_id, "config": self.config.to_json_dict(), "files": self.files,
-            "notes": self.notes, "created": self.created, "chunks_total": len(self.chunks),
-        }
-        if with_chunks:
-            raw["chunks"] = [c.to_dict() for c in self.chunks]
-        return raw
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], chunks: Sequence[Chunk] | None = None) -> RunPlan:
-        return cls(
-            run_id=raw["run_id"], config=AnalysisConfig(**raw["config"]), files=list(raw["files"]),
-            chunks=list(chunks) if chunks is not None else [Chunk.from_dict(c) for c in raw["chunks"]],
-            notes=list(raw.get("notes", [])), created=raw.get("created", ""),
-        )
 
 
 def new_run_id() -> str:
@@ -221,14 +183,14 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(files)))) as pool:
         layouts = list(pool.map(layout_or_error, files))
     chunks: list[Chunk] = []
-    described: list[dict[str, Any]] = []
+    described: list[PlannedFile] = []
     notes: list[str] = []
     for input_file, layout in zip(files, layouts, strict=True):
         if isinstance(layout, InputError):
-            described.append({**asdict(input_file), "entries": None, "size_bytes": None, "error": str(layout)})
+            described.append(PlannedFile(**asdict(input_file), error=layout.reason))
             notes.append(f"{layout}; the file is left out of this partial run")
             continue
-        described.append({**asdict(input_file), "entries": layout.entries, "size_bytes": layout.size_bytes})
+        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
             continue
@@ -238,4 +200,5 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
                 source=input_file.source, tree=input_file.tree, entry_start=start, entry_stop=stop,
                 file_entries=layout.entries,
             ))
-    return RunPlan(run_id=run_id, config=config, files=described, chunks=chunks, notes=notes)
+    return RunPlan(run_id=run_id, config=config, files=tuple(described), chunks=tuple(chunks), notes=tuple(notes),
+                   created=datetime.now(UTC).isoformat(timespec="seconds"))

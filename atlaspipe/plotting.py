@@ -8,12 +8,16 @@ objects on the Agg canvas (never pyplot), so nothing accumulates in a global fig
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from atlaspipe.files import replacing
+from atlaspipe.model import GroupInfo, Histogram, RunResults
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -23,27 +27,27 @@ FloatArray = npt.NDArray[np.float64]
 
 CHANNEL_TITLES = {"4e": r"4e", "4mu": r"4\mu", "2e2mu": r"2e2\mu"}
 PARTIAL_STAMP = "PARTIAL"
-OTHER_GROUP = {"id": "other", "label": "Other", "text": "Other", "color": "#aaaaaa",
-               "kind": "background"}
+OTHER_GROUP = GroupInfo(id="other", label="Other", text="Other", color="#aaaaaa", kind="background", samples=())
+"""Where MC samples of a group the results do not list are drawn."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class StackEntry:
     """One drawn group: its summed histogram and √Σw² inputs."""
 
-    group: dict[str, Any]
+    group: GroupInfo
     values: FloatArray
     sumw2: FloatArray
     stacked: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlotInputs:
     """Everything one figure draws, for all channels or one of them."""
 
     edges: FloatArray
     data: FloatArray
-    entries: list[StackEntry] = field(default_factory=list)
+    entries: tuple[StackEntry, ...] = ()
 
     @property
     def stacked_total(self) -> FloatArray:
@@ -54,41 +58,42 @@ class PlotInputs:
         return sum((e.sumw2 for e in self.entries if e.stacked), np.zeros(self.edges.size - 1))
 
 
-def _groups(results: dict[str, Any]) -> list[dict[str, Any]]:
-    groups = list(results.get("groups", []))
-    known = {g["id"] for g in groups}
-    if any((s.get("group") or "") not in known for s in results.get("samples", {}).values()):
+def _groups(results: RunResults) -> list[GroupInfo]:
+    groups = list(results.groups)
+    known = {g.id for g in groups}
+    if any((s.group or "") not in known for s in results.samples.values()):
         groups.append(OTHER_GROUP)
     return groups
 
 
 def plot_inputs(
-    results: dict[str, Any], channel: str | None = None, stacked_groups: list[str] | None = None
+    results: RunResults, channel: str | None = None, stacked_groups: Sequence[str] | None = None
 ) -> PlotInputs:
     """Per-group sums of the samples (backgrounds first, signal on top) and the data histogram."""
-    edges = np.asarray(results["bin_edges"], dtype=np.float64)
+    edges = np.asarray(results.bin_edges, dtype=np.float64)
     nbins = edges.size - 1
     groups = _groups(results)
-    known = {g["id"] for g in groups}
+    known = {g.id for g in groups}
     # Backgrounds at the bottom of the stack and signal on top, each in catalog order.
-    groups.sort(key=lambda g: g["kind"] == "signal")
-    if channel is None:
-        data = np.asarray(results["data"]["histogram"], dtype=np.float64)
-    else:
-        data = np.asarray(results["data"]["channels"][channel]["histogram"], dtype=np.float64)
-    inputs = PlotInputs(edges=edges, data=data)
+    groups.sort(key=lambda g: g.kind == "signal")
+
+    def histogram(source: Histogram, channels: dict[str, Histogram]) -> Histogram:
+        return source if channel is None else channels[channel]
+
+    data = np.asarray(histogram(results.data.m4l, results.data.channels).values, dtype=np.float64)
+    entries = []
     for group in groups:
         values, sumw2 = np.zeros(nbins), np.zeros(nbins)
-        for sample in results.get("samples", {}).values():
-            gid = sample.get("group") if sample.get("group") in known else "other"
-            if gid != group["id"]:
+        for sample in results.samples.values():
+            gid = sample.group if sample.group in known else "other"
+            if gid != group.id:
                 continue
-            src = sample if channel is None else sample["channels"][channel]
-            values = values + np.asarray(src["histogram"], dtype=np.float64)
-            sumw2 = sumw2 + np.asarray(src["sumw2"], dtype=np.float64)
-        stacked = stacked_groups is None or group["id"] in stacked_groups
-        inputs.entries.append(StackEntry(group=group, values=values, sumw2=sumw2, stacked=stacked))
-    return inputs
+            src = histogram(sample.m4l, sample.channels)
+            values = values + np.asarray(src.values, dtype=np.float64)
+            sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
+        stacked = stacked_groups is None or group.id in stacked_groups
+        entries.append(StackEntry(group=group, values=values, sumw2=sumw2, stacked=stacked))
+    return PlotInputs(edges=edges, data=data, entries=tuple(entries))
 
 
 def _bin_width_label(edges: FloatArray) -> str:
@@ -126,15 +131,15 @@ def _draw_main(ax: Axes, inputs: PlotInputs, show_xlabel: bool = True) -> None:
         if not entry.stacked:
             continue
         ax.stairs(bottom + entry.values, edges, baseline=bottom, fill=True,
-                  color=entry.group["color"], label=entry.group["label"], linewidth=0)
+                  color=entry.group.color, label=entry.group.label, linewidth=0)
         bottom = bottom + entry.values
     total, err = inputs.stacked_total, np.sqrt(inputs.stacked_sumw2)
     ax.stairs(total + err, edges, baseline=total - err, fill=True, facecolor="none",
               edgecolor="0.35", hatch="////", linewidth=0, label="Stat. Unc.")
     for entry in inputs.entries:
         if not entry.stacked:
-            ax.stairs(entry.values, edges, color=entry.group["color"], linewidth=2,
-                      label=entry.group["label"])
+            ax.stairs(entry.values, edges, color=entry.group.color, linewidth=2,
+                      label=entry.group.label)
     _draw_data(ax, inputs)
     top = max(float(np.max(total + err, initial=0.0)),
               float(np.max(inputs.data + np.sqrt(inputs.data), initial=0.0)), 1.0)
@@ -155,18 +160,18 @@ def _draw_data(ax: Axes, inputs: PlotInputs) -> None:
                 fmt="o", color="black", markersize=5, capsize=0, label="Data")
 
 
-def _labels(ax: Axes, results: dict[str, Any], process: str) -> None:
+def _labels(ax: Axes, results: RunResults, process: str) -> None:
     import mplhep
 
-    mplhep.atlas.label(text="Open Data", ax=ax, data=True, lumi=f"{results['luminosity_fb']:g}",
+    mplhep.atlas.label(text="Open Data", ax=ax, data=True, lumi=f"{results.luminosity_fb:g}",
                        com=13, loc=4, fontsize="medium")
     ax.text(0.045, 0.83, "for education", transform=ax.transAxes, fontsize="small",
             style="italic", va="top")
     ax.text(0.045, 0.76, process, transform=ax.transAxes, fontsize="medium", va="top")
 
 
-def _stamp(fig: Figure, results: dict[str, Any]) -> None:
-    if results.get("status") != "partial":
+def _stamp(fig: Figure, results: RunResults) -> None:
+    if not results.partial:
         return
     fig.text(0.5, 0.5, PARTIAL_STAMP, ha="center", va="center", rotation=25, fontsize=72,
              color="red", alpha=0.3, weight="bold", gid="partial-stamp", zorder=100)
@@ -174,7 +179,7 @@ def _stamp(fig: Figure, results: dict[str, Any]) -> None:
              va="bottom", color="red", fontsize="small", gid="partial-note")
 
 
-def _figure(results: dict[str, Any], inputs: PlotInputs, process: str) -> Figure:
+def _figure(results: RunResults, inputs: PlotInputs, process: str) -> Figure:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.0, 6.5))
@@ -185,7 +190,7 @@ def _figure(results: dict[str, Any], inputs: PlotInputs, process: str) -> Figure
     return fig
 
 
-def _ratio_figure(results: dict[str, Any], inputs: PlotInputs) -> Figure:
+def _ratio_figure(results: RunResults, inputs: PlotInputs) -> Figure:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.0, 8.0))
@@ -216,14 +221,12 @@ def _ratio_figure(results: dict[str, Any], inputs: PlotInputs) -> Figure:
     return fig
 
 
-def build_figures(
-    results: dict[str, Any], stacked_groups: list[str] | None = None
-) -> dict[str, Figure]:
+def build_figures(results: RunResults, stacked_groups: Sequence[str] | None = None) -> dict[str, Figure]:
     """The run's figures by file stem (``m4l``, ``m4l_4e``, …, ``m4l_ratio``), not yet saved."""
     with _style():
         figures = {"m4l": _figure(results, plot_inputs(results, None, stacked_groups),
                                   r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")}
-        for channel in results.get("channels", []):
+        for channel in results.channels:
             title = CHANNEL_TITLES.get(channel, channel)
             figures[f"m4l_{channel}"] = _figure(
                 results, plot_inputs(results, channel, stacked_groups),
@@ -233,10 +236,12 @@ def build_figures(
     return figures
 
 
-def draw_all(
-    results: dict[str, Any], run_dir: Path, stacked_groups: list[str] | None = None
-) -> dict[str, str]:
-    """Write every figure as PNG and PDF into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``."""
+def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] | None = None) -> dict[str, str]:
+    """Write every figure as PNG and PDF into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``.
+
+    Each file is written under a temporary name and renamed when whole, so the web server never
+    serves half an image and a failure (a full disk) leaves no debris.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,9 +253,7 @@ def draw_all(
             fig.subplots_adjust(left=0.13, right=0.97, top=0.97, bottom=0.11)
             for ext in ("png", "pdf"):
                 name = f"{stem}.{ext}"
-                # Write then rename so the web server never serves a half-written image.
-                tmp = run_dir / f".{name}.tmp"
-                fig.savefig(tmp, format=ext, dpi=110)
-                tmp.replace(run_dir / name)
+                with replacing(run_dir / name) as tmp:
+                    fig.savefig(tmp, format=ext, dpi=110)
                 outputs[f"{stem}_{ext}"] = name
     return outputs

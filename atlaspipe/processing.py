@@ -1,29 +1,47 @@
-"""The ``process``, ``aggregate`` and ``finalize`` stages as plain functions.
+"""The ``process``, ``aggregate`` and ``finalize`` stages as plain functions over the run model.
 
 They know nothing of how they are run: ``atlaspipe run`` calls them in one process, the Celery
-tasks call the same functions on workers. Results cross process boundaries as JSON-ready dicts
-of small histograms, never as per-event arrays.
+tasks call the same functions on workers, both through ``atlaspipe.pipeline.lifecycle``. Results
+cross process boundaries as the typed documents of ``atlaspipe.model``, holding small histograms,
+never per-event arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import socket
+import logging
 import time
 from collections.abc import Mapping
 from importlib import metadata
-from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from atlaspipe.catalog import Release, Sample, load_release
-from atlaspipe.chunks import Chunk
+from atlaspipe import files
+from atlaspipe.catalog import Group, Release, Sample, load_release
 from atlaspipe.config import AnalysisConfig
-from atlaspipe.errors import AtlaspipeError
-from atlaspipe.planning import RunPlan
+from atlaspipe.errors import AtlaspipeError, InputError
+from atlaspipe.model import (
+    Aggregate,
+    Chunk,
+    ChunkResult,
+    ChunkSummary,
+    Counts,
+    DataCounts,
+    DataSummary,
+    Executor,
+    Failure,
+    GroupInfo,
+    Histogram,
+    InputRecord,
+    Manifest,
+    RunPlan,
+    RunRequest,
+    RunResults,
+    RunStatus,
+    SampleAggregate,
+    SampleYields,
+)
 from atlaspipe.selection import (
     CHANNELS,
     DEFAULT_2025E_PT_GEV,
@@ -33,7 +51,9 @@ from atlaspipe.selection import (
     required_branches,
 )
 
-RESULTS_SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+M4L = "m4l"
 
 
 def selection_options(config: AnalysisConfig) -> SelectionOptions:
@@ -42,7 +62,7 @@ def selection_options(config: AnalysisConfig) -> SelectionOptions:
     return SelectionOptions(lepton_pt_gev=config.lepton_pt_gev or default_pt, sfos_pairing=config.sfos_pairing)
 
 
-def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[FloatArray, FloatArray]:
     """Sum of weights and of squared weights per (channel, bin), flow bins included; one fill per chunk."""
     import hist
 
@@ -59,13 +79,25 @@ def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[np.n
     return sumw, sumw2
 
 
-def process_chunk(chunk: Chunk, config: AnalysisConfig) -> dict[str, Any]:
-    """Read, select and histogram one chunk. Bad input becomes a result with an ``error``."""
+def _counts(sumw: FloatArray, sumw2: FloatArray) -> Counts:
+    return Counts(sumw=tuple(tuple(row) for row in sumw.tolist()), sumw2=tuple(tuple(row) for row in sumw2.tolist()))
+
+
+def failure_reason(exc: AtlaspipeError, chunk: Chunk) -> str:
+    """What went wrong, without the file: the chunk's failure line names the file and range itself."""
+    if isinstance(exc, InputError) and exc.source == chunk.source:
+        return f"branch '{exc.field}': {exc.reason}" if exc.field else exc.reason
+    text = str(exc)
+    prefix = f"{chunk.source}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
+                  passthrough: tuple[type[BaseException], ...] = ()) -> ChunkResult:
+    """Read, select and histogram one chunk. Whatever a file makes the libraries raise becomes a
+    failed result naming the reason, never a lost chunk; ``passthrough`` exceptions (an executor's
+    own, such as a time limit) are raised as they are."""
     started = time.perf_counter()
-    record: dict[str, Any] = {
-        "chunk_id": chunk.chunk_id, "sample": chunk.sample, "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
     try:
         from atlaspipe.reading import read_chunk
 
@@ -73,17 +105,21 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig) -> dict[str, Any]:
         sample = release.sample(chunk.sample)
         branches = required_branches(release.schema, not sample.is_data)
         events, bytes_read = read_chunk(chunk, branches)
-        selected = analyse(events, release.schema, not sample.is_data, release.to_gev,
-                           selection_options(config))
+        selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
         sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
+    except passthrough:
+        raise
     except AtlaspipeError as exc:
-        record.update(error=str(exc), seconds=time.perf_counter() - started)
-        return record
-    record.update(
-        events_read=len(events), events_selected=len(selected), bytes_read=bytes_read, sumw=sumw.tolist(),
-        sumw2=sumw2.tolist(), seconds=time.perf_counter() - started,
+        return ChunkResult.failed(chunk, failure_reason(exc, chunk), worker, time.perf_counter() - started)
+    except Exception as exc:
+        log.exception("chunk %d %s: unexpected error", chunk.chunk_id, chunk.where)
+        reason = f"unexpected error {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return ChunkResult.failed(chunk, reason, worker, time.perf_counter() - started)
+    return ChunkResult(
+        chunk_id=chunk.chunk_id, sample=chunk.sample, worker=worker, seconds=time.perf_counter() - started,
+        events_read=len(events), events_selected=len(selected), bytes_read=bytes_read,
+        histograms={M4L: _counts(sumw, sumw2)},
     )
-    return record
 
 
 def normalisation(release: Release, sample: Sample, luminosity_fb: float) -> float:
@@ -99,7 +135,17 @@ def normalisation(release: Release, sample: Sample, luminosity_fb: float) -> flo
     return luminosity_fb * 1000.0
 
 
-def aggregate(plan: RunPlan, results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+class _SampleSums:
+    """One sample's running sums while merging chunk results."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.sumw = np.zeros(shape)
+        self.sumw2 = np.zeros(shape)
+        self.events_read = self.events_selected = self.chunks = self.chunks_failed = 0
+        self.entries_planned = self.events_lost = self.files_failed = 0
+
+
+def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
     """Merge chunk histograms per sample in chunk-id order and scale them.
 
     The fixed merge order makes the sums bit-identical however many workers ran the chunks and
@@ -109,147 +155,97 @@ def aggregate(plan: RunPlan, results: Mapping[int, Mapping[str, Any]]) -> dict[s
     config = plan.config
     release = load_release(config.release)
     luminosity = config.luminosity_fb or release.luminosity_fb
-    nbins = config.bins
-    shape = (len(CHANNELS), nbins + 2)
-    samples: dict[str, dict[str, Any]] = {}
-    failed: list[dict[str, Any]] = []
-
-    def sample_entry(name: str) -> dict[str, Any]:
-        return samples.setdefault(name, {
-            "sumw": np.zeros(shape), "sumw2": np.zeros(shape), "events_read": 0, "events_selected": 0,
-            "chunks": 0, "chunks_failed": 0, "entries_planned": 0, "entries_lost": 0, "files_failed": 0,
-        })
-
-    for described in plan.files:
-        if described.get("error"):
-            sample_entry(described["sample"])["files_failed"] += 1
-            failed.append({
-                "chunk_id": None, "sample": described["sample"], "source": described["source"],
-                "entry_start": None, "entry_stop": None, "error": described["error"],
-            })
+    shape = (len(CHANNELS), config.bins + 2)
+    sums: dict[str, _SampleSums] = {}
+    failures: list[Failure] = []
+    for planned in plan.files:
+        if planned.error:
+            sums.setdefault(planned.sample, _SampleSums(shape)).files_failed += 1
+            failures.append(Failure.of_file(planned))
     for chunk in sorted(plan.chunks, key=lambda c: c.chunk_id):
-        entry = sample_entry(chunk.sample)
-        entry["entries_planned"] += chunk.num_entries
+        entry = sums.setdefault(chunk.sample, _SampleSums(shape))
+        entry.entries_planned += chunk.num_entries
         result = results.get(chunk.chunk_id)
-        if result is None or "error" in result:
-            entry["chunks_failed"] += 1
-            entry["entries_lost"] += chunk.num_entries
-            failed.append({
-                "chunk_id": chunk.chunk_id, "sample": chunk.sample, "source": chunk.source,
-                "entry_start": chunk.entry_start, "entry_stop": chunk.entry_stop,
-                "error": result["error"] if result is not None else "no result (chunk never finished)",
-            })
+        if result is None or not result.ok:
+            entry.chunks_failed += 1
+            entry.events_lost += chunk.num_entries
+            reason = result.error if result is not None else "no result (chunk never finished)"
+            failures.append(Failure.of_chunk(chunk, reason or ""))
             continue
-        entry["sumw"] += np.asarray(result["sumw"], dtype=np.float64)
-        entry["sumw2"] += np.asarray(result["sumw2"], dtype=np.float64)
-        entry["events_read"] += int(result["events_read"])
-        entry["events_selected"] += int(result["events_selected"])
-        entry["chunks"] += 1
-    merged: dict[str, Any] = {}
-    for name, entry in samples.items():
+        counts = result.histograms[M4L]
+        entry.sumw += np.asarray(counts.sumw, dtype=np.float64)
+        entry.sumw2 += np.asarray(counts.sumw2, dtype=np.float64)
+        entry.events_read += result.events_read
+        entry.events_selected += result.events_selected
+        entry.chunks += 1
+    samples: dict[str, SampleAggregate] = {}
+    for name, entry in sums.items():
         sample = release.sample(name)
         norm = normalisation(release, sample, luminosity)
-        merged[name] = {
-            "kind": sample.kind, "group": sample.group, "normalisation": norm,
-            "events_read": entry["events_read"], "events_selected": entry["events_selected"],
-            "chunks": entry["chunks"], "chunks_failed": entry["chunks_failed"],
-            "entries_planned": entry["entries_planned"], "entries_lost": entry["entries_lost"],
-            "files_failed": entry["files_failed"],
-            "sumw": (entry["sumw"] * norm).tolist(), "sumw2": (entry["sumw2"] * (norm * norm)).tolist(),
-        }
-    return {
-        "run_id": plan.run_id, "release": release.name, "luminosity_fb": luminosity,
-        "bin_edges": config.bin_edges(), "channels": list(CHANNELS), "samples": merged,
-        "chunks_total": len(plan.chunks), "failed": failed,
-    }
+        samples[name] = SampleAggregate(
+            kind=sample.kind, group=sample.group, normalisation=norm, events_read=entry.events_read,
+            events_selected=entry.events_selected, chunks=entry.chunks, chunks_failed=entry.chunks_failed,
+            entries_planned=entry.entries_planned, events_lost=entry.events_lost, files_failed=entry.files_failed,
+            histograms={M4L: _counts(entry.sumw * norm, entry.sumw2 * (norm * norm))},
+        )
+    return Aggregate(run_id=plan.run_id, release=release.name, luminosity_fb=luminosity,
+                     bin_edges=tuple(config.bin_edges()), samples=samples, chunks_total=len(plan.chunks),
+                     failures=tuple(failures))
 
 
-def _in_range(values: list[list[float]]) -> np.ndarray:
-    """Per-channel in-range bins of a (channels, nbins+2) list."""
-    return np.asarray(values, dtype=np.float64)[:, 1:-1]
+def _histogram(counts: Counts, channel: int | None = None) -> Histogram:
+    """The m4l histogram of one channel, or of all channels summed."""
+    sumw = np.asarray(counts.sumw, dtype=np.float64)
+    sumw2 = np.asarray(counts.sumw2, dtype=np.float64)
+    if channel is None:
+        return Histogram.from_flow(sumw.sum(axis=0).tolist(), sumw2.sum(axis=0).tolist())
+    return Histogram.from_flow(sumw[channel].tolist(), sumw2[channel].tolist())
 
 
-def build_results(aggregated: Mapping[str, Any], plan: RunPlan) -> dict[str, Any]:
-    """The ``results.json`` document (see docs/CONTRACTS.md), without fit and plots."""
-    release = load_release(aggregated["release"])
+def _group_info(group: Group, samples: Mapping[str, SampleYields]) -> GroupInfo:
+    return GroupInfo(id=group.id, label=group.label, text=group.text, color=group.color, kind=group.kind,
+                     samples=tuple(n for n, s in samples.items() if s.group == group.id))
+
+
+def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
+    """The ``results.json`` document, without statistics and outputs."""
+    release = load_release(aggregated.release)
     config = plan.config
-    groups_in_order = _stack_order(release, config)
-    samples_out: dict[str, Any] = {}
+    samples: dict[str, SampleYields] = {}
     data_sumw = np.zeros((len(CHANNELS), config.bins + 2))
-    data_samples: dict[str, Any] = {}
-    data_read = data_selected = 0
-    missing: dict[str, Any] = {}
-    for name, entry in aggregated["samples"].items():
-        files_failed = entry.get("files_failed", 0)
-        if entry["chunks_failed"] or files_failed:
-            # An unopenable file has no known entry count: the fraction is known only when
-            # nothing of the sample could be read (1.0) or no file of it was lost.
-            if not files_failed:
-                fraction: float | None = entry["entries_lost"] / max(entry["entries_planned"], 1)
-            elif entry["entries_planned"] == entry["entries_lost"]:
-                fraction = 1.0
-            else:
-                fraction = None
-            missing[name] = {
-                "chunks_failed": entry["chunks_failed"], "files_failed": files_failed,
-                "entries_lost": entry["entries_lost"], "fraction_lost": fraction,
-            }
-        if entry["kind"] == "data":
-            data_sumw += np.asarray(entry["sumw"])
-            data_read += entry["events_read"]
-            data_selected += entry["events_selected"]
-            data_samples[name] = {"events_read": entry["events_read"],
-                                  "events_selected": entry["events_selected"]}
+    data_samples: dict[str, DataCounts] = {}
+    for name, entry in aggregated.samples.items():
+        counts = entry.histograms[M4L]
+        if entry.kind == "data":
+            data_sumw += np.asarray(counts.sumw, dtype=np.float64)
+            data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected)
             continue
-        sumw = _in_range(entry["sumw"])
-        sumw2 = _in_range(entry["sumw2"])
-        total, total2 = sumw.sum(axis=0), sumw2.sum(axis=0)
-        samples_out[name] = {
-            "group": entry["group"], "kind": release.group(entry["group"]).kind,
-            "events_read": entry["events_read"], "events_selected": entry["events_selected"],
-            "normalisation": entry["normalisation"],
-            "yield": float(total.sum()), "yield_uncertainty": float(np.sqrt(total2.sum())),
-            "histogram": total.tolist(), "sumw2": total2.tolist(),
-            "channels": {
-                channel: {"yield": float(sumw[i].sum()), "histogram": sumw[i].tolist(),
-                          "sumw2": sumw2[i].tolist()}
-                for i, channel in enumerate(CHANNELS)
-            },
-        }
-    data_in = data_sumw[:, 1:-1]
-    inputs = [{"sample": f["sample"], "source": f["source"], "entries": f["entries"],
-               "size_bytes": f["size_bytes"]} for f in plan.files]
-    return {
-        "schema_version": RESULTS_SCHEMA_VERSION, "run_id": plan.run_id,
-        "status": "partial" if aggregated["failed"] else "complete",
-        "release": release.name, "luminosity_fb": aggregated["luminosity_fb"],
-        "bin_edges": aggregated["bin_edges"], "channels": list(CHANNELS),
-        "groups": [
-            {"id": g.id, "label": g.label, "text": g.text, "color": g.color, "kind": g.kind,
-             "samples": [n for n, s in samples_out.items() if s["group"] == g.id]}
-            for g in groups_in_order
-        ],
-        "data": {
-            "events_read": data_read, "events_selected": data_selected,
-            "events_in_range": round(float(data_in.sum())),
-            "histogram": data_in.sum(axis=0).tolist(),
-            "underflow": float(data_sumw[:, 0].sum()), "overflow": float(data_sumw[:, -1].sum()),
-            "channels": {c: {"histogram": data_in[i].tolist()} for i, c in enumerate(CHANNELS)},
-            "samples": data_samples,
-        },
-        "samples": samples_out,
-        "inputs": inputs,
-        "notes": plan.notes,
-        "chunks": {"total": aggregated["chunks_total"], "failed": aggregated["failed"]},
-        "missing": missing,
-        "config": config.to_json_dict(),
-    }
-
-
-def _stack_order(release: Release, config: AnalysisConfig) -> list[Any]:
-    if config.stacked_groups is None:
-        return list(release.groups)
-    return [release.group(g) for g in config.stacked_groups]
+        total = _histogram(counts)
+        samples[name] = SampleYields(
+            group=entry.group, kind=release.group(entry.group or "").kind if entry.group else "background",
+            events_read=entry.events_read, events_selected=entry.events_selected,
+            normalisation=entry.normalisation, expected=total.total, expected_uncertainty=total.uncertainty,
+            m4l=total, channels={c: _histogram(counts, i) for i, c in enumerate(CHANNELS)},
+        )
+    data_counts = Counts(sumw=tuple(tuple(r) for r in data_sumw.tolist()),
+                         sumw2=tuple(tuple(r) for r in data_sumw.tolist()))
+    data_total = _histogram(data_counts)
+    groups = release.groups if config.stacked_groups is None else tuple(
+        release.group(g) for g in config.stacked_groups)
+    return RunResults(
+        run_id=plan.run_id, status="partial" if aggregated.failures else "complete", release=release.name,
+        luminosity_fb=aggregated.luminosity_fb, bin_edges=aggregated.bin_edges,
+        groups=tuple(_group_info(g, samples) for g in groups),
+        data=DataSummary(
+            events_read=sum(d.events_read for d in data_samples.values()),
+            events_selected=sum(d.events_selected for d in data_samples.values()),
+            events_in_range=round(data_total.total), m4l=data_total,
+            channels={c: _histogram(data_counts, i) for i, c in enumerate(CHANNELS)}, samples=data_samples,
+        ),
+        samples=samples, inputs=plan.files, notes=plan.notes,
+        chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),
+        missing=aggregated.missing(), config=config,
+    )
 
 
 def package_versions() -> dict[str, str]:
@@ -277,55 +273,53 @@ def file_checksum(source: str) -> str | None:
     return "sha256:" + digest.hexdigest()
 
 
-def write_json(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` atomically, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", "utf-8")
-    os.replace(tmp, path)
+def build_manifest(plan: RunPlan, request: RunRequest, status: RunStatus, results: RunResults,
+                   workers: tuple[str, ...], timings: Mapping[str, float | str | None]) -> Manifest:
+    """The run's inputs with sizes and checksums, its config, versions, timings and workers."""
+    executor: Executor = status.executor
+    return Manifest(
+        run_id=plan.run_id, created=plan.created, release=plan.release, status=results.status,
+        executor=executor,
+        inputs=tuple(InputRecord(**f.model_dump(), checksum=file_checksum(f.source)) for f in plan.files),
+        config=plan.config, chunks_total=len(plan.chunks), chunks_failed=len(results.chunks.failed),
+        notes=plan.notes, versions=package_versions(), workers=workers,
+        submitted_by=request.submitted_by or None, generation=status.generation, timings=dict(timings),
+    )
 
 
-def finalize(aggregated: Mapping[str, Any], plan: RunPlan, run_dir: Path,
-             run_info: Mapping[str, Any] | None = None, allow_partial: bool = False) -> dict[str, Any]:
-    """The ``plot`` stage: statistics, figures, tables, ``results.json`` and ``manifest.json``.
+def finalize(aggregated: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
+             workers: tuple[str, ...]) -> RunResults | None:
+    """The ``plot`` stage: statistics, figures, tables, ``results.json``, ``manifest.json`` and the report.
 
     A run with failed chunks writes its outputs only with ``allow_partial``, and then every one of
-    them says PARTIAL; otherwise it writes the failures to ``status.json`` and returns them.
+    them says PARTIAL; otherwise only the manifest is written and None returned.
     """
-    from atlaspipe import plotting, statistics, tables, web
+    from atlaspipe import plotting, report, statistics, tables
 
+    started = time.perf_counter()
+    run_dir = request.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(aggregated, plan)
-    manifest = write_manifest(plan, run_dir, results, run_info or {})
-    if results["status"] == "partial" and not allow_partial:
-        return results
+    timings: dict[str, float | str | None] = {"submitted": status.started}
+    if results.partial and not request.allow_partial:
+        manifest = build_manifest(plan, request, status, results, workers, timings)
+        files.write_text(run_dir / "manifest.json", manifest.to_json(indent=1) + "\n")
+        return None
     config = plan.config
-    summary = statistics.summarise(
-        results, tuple(config.mass_window_gev),  # type: ignore[arg-type]
+    significance, fit = statistics.summarise(
+        results, config.mass_window_gev,
         statistics.FitOptions(background_norm_uncertainty=config.fit.background_norm_uncertainty,
                               staterror=config.fit.staterror),
     )
-    results.update(summary)
+    results = results.model_copy(update={"significance": significance, "fit": fit})
     outputs = plotting.draw_all(results, run_dir, list(config.stacked_groups or []) or None)
     outputs.update(tables.write_yield_tables(results, run_dir))
-    outputs["results_json"] = "results.json"
-    outputs["manifest_json"] = "manifest.json"
-    outputs["report_html"] = "report.html"
-    results["outputs"] = outputs
-    write_json(run_dir / "results.json", results)
-    web.write_report(results, manifest, run_dir)
+    outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
+    results = results.model_copy(update={"outputs": outputs})
+    timings["finalize_seconds"] = time.perf_counter() - started
+    manifest = build_manifest(plan, request, status, results, workers, timings)
+    files.write_text(run_dir / "results.json", results.to_json(indent=1) + "\n")
+    files.write_text(run_dir / "manifest.json", manifest.to_json(indent=1) + "\n")
+    # The report is written before the run's final state lands; the page polls status.json for it.
+    report.write_report(results, None, manifest, run_dir)
     return results
-
-
-def write_manifest(plan: RunPlan, run_dir: Path, results: Mapping[str, Any],
-                   run_info: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's inputs with sizes and checksums, its config, versions, timings and workers."""
-    manifest = {
-        "run_id": plan.run_id, "created": plan.created, "release": plan.release,
-        "status": results["status"],
-        "inputs": [{**f, "checksum": file_checksum(f["source"])} for f in plan.files],
-        "config": plan.config.to_json_dict(), "chunks_total": len(plan.chunks),
-        "chunks_failed": len(results["chunks"]["failed"]), "notes": plan.notes,
-        "versions": package_versions(), **run_info,
-    }
-    write_json(run_dir / "manifest.json", manifest)
-    return manifest

@@ -12,8 +12,8 @@ import awkward as ak
 import uproot
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from atlaspipe.chunks import Chunk
 from atlaspipe.errors import InputError
+from atlaspipe.model import Chunk
 from atlaspipe.selection import JAGGED_BRANCHES
 
 _OPEN_FILES_KEPT = 4

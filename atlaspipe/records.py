@@ -1,308 +1,337 @@
-"""Run records in Redis: the plan, per-chunk results stored by reference, progress and state.
+"""The run store of distributed runs: the lifecycle's records in Redis, the Celery result backend.
 
 Chunk histograms are kept here under the run and chunk id instead of travelling through the chord,
-so no message or stored value grows with the number of chunks. A chunk result is written with
-HSETNX: a chunk delivered twice is counted once.
+so no message or stored value grows with the number of chunks. Each step a worker takes is one Lua
+script, so it is atomic and costs one round trip: starting a chunk (state check, delivery count,
+duplicate check), storing its result (set-if-absent, counters, completeness, the status.json
+throttle) and moving the run's state (compare-and-set against the allowed states).
 
-Redis may lose everything (it keeps nothing on disk here), so the run folder holds a copy of the
-request and the plan (``request.json``, ``plan.json``): ``atlaspipe-submit resume`` rebuilds the
-records from them and reruns whatever chunks have no stored result.
+Keys, all under ``atlaspipe:run:<id>:`` and expiring after ``RECORD_TTL_SECONDS``: ``meta`` (hash:
+state, counters, request), ``plan`` (the plan without chunks), ``chunks`` (one field per chunk),
+``results`` (one field per chunk, set-if-absent), ``deliveries:<generation>`` and ``inflight`` (per
+chunk), ``claim:<step>:<generation>``, ``aggregate:<generation>``, ``status-due``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from atlaspipe.chunks import Chunk
-from atlaspipe.errors import AtlaspipeError
-from atlaspipe.planning import RunPlan
+from atlaspipe.config import redact_url
+from atlaspipe.errors import AtlaspipeError, BackendUnavailable
+from atlaspipe.model import (
+    Aggregate,
+    Chunk,
+    ChunkResult,
+    Failure,
+    RunPlan,
+    RunRequest,
+    RunState,
+    RunStatus,
+    SampleLoss,
+)
+from atlaspipe.pipeline.lifecycle import (
+    STATUS_INTERVAL_SECONDS,
+    ChunkGate,
+    ChunkStart,
+    ChunkStored,
+    StatusChange,
+    now_text,
+)
 
 RECORD_TTL_SECONDS = 7 * 24 * 3600
-_PREFIX = "atlaspipe:run:"
-_RUN_INDEX = "atlaspipe:runs"
-TERMINAL_STATES = frozenset({"succeeded", "failed", "partial"})
 CLAIM_TTL_SECONDS = 3600
-"""How long a completion claim holds; a claimer that dies is replaced by ``resume`` after this."""
-REQUEST_COPY = "request.json"
-PLAN_COPY = "plan.json"
+"""How long a step's claim holds; a claimer that dies is replaced by ``resume`` after this."""
+_PREFIX = "atlaspipe:run:"
+RUN_INDEX = "atlaspipe:runs"
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+"""Errors of a Redis that is away for a while (restarting, frozen, network), worth waiting out."""
+
+_START_CHUNK = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local run_dir = redis.call('HGET', KEYS[1], 'run_dir') or ''
+if state ~= 'running' then return {'stopped', 0, run_dir} end
+local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'duplicate', n, run_dir} end
+if n > tonumber(ARGV[2]) then return {'over-limit', n, run_dir} end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return {'run', n, run_dir}
+"""
+
+_STORE_CHUNK = """
+local stored = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if stored == 1 then
+  if ARGV[3] == '0' then
+    redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
+  else
+    redis.call('HINCRBY', KEYS[1], 'events_read', ARGV[4])
+  end
+  redis.call('HSET', KEYS[1], 'last_chunk_at', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+end
+local done = redis.call('HLEN', KEYS[2])
+local total = tonumber(redis.call('HGET', KEYS[1], 'chunks_total') or '-1')
+local due = redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[6])
+return {stored, done, total, due and 1 or 0}
+"""
+
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+for i = 4, 3 + tonumber(ARGV[3]) do
+  if state == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated', ARGV[2])
+    local first = 4 + tonumber(ARGV[3])
+    for j = first, #ARGV, 2 do
+      redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 1])
+    end
+    redis.call('EXPIRE', KEYS[1], 604800)
+    return state
+  end
+end
+return false
+"""
+
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def _key(run_id: str, part: str) -> str:
+    return f"{_PREFIX}{run_id}:{part}"
 
 
 class RunRecords:
-    """Access to the records of every run, through one Redis connection pool."""
+    """The ``RunStore`` of the Celery executor: every run's records, through one Redis connection pool."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, attempts: int = 8, status_interval: float = STATUS_INTERVAL_SECONDS,
+                 client: Any = None) -> None:
         self.url = url
-        # redis-py's annotations mix bytes and str replies; replies here are always bytes.
-        # Retries with backoff ride out a Redis restart of a few seconds without failing a task.
-        self.redis: Any = redis.Redis.from_url(
+        self.status_interval = status_interval
+        # redis-py's annotations mix bytes and str replies; replies here are always bytes. Its own
+        # retries with backoff ride out a Redis restart of a few seconds without failing a task.
+        self.redis: Any = client if client is not None else redis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 8),
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), attempts),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
+        self._start_chunk = self.redis.register_script(_START_CHUNK)
+        self._store_chunk = self.redis.register_script(_STORE_CHUNK)
+        self._transition = self.redis.register_script(_TRANSITION)
+        self._claim = self.redis.register_script(_CLAIM)
 
     def ping(self) -> None:
         try:
             self.redis.ping()
         except redis.RedisError as exc:
-            raise AtlaspipeError(f"result backend {_safe(self.url)} unreachable: {exc}") from None
+            raise BackendUnavailable(f"result backend {redact_url(self.url)} unreachable: {exc}") from None
 
-    def _key(self, run_id: str, part: str) -> str:
-        return f"{_PREFIX}{run_id}:{part}"
+    def _unknown(self, run_id: str) -> AtlaspipeError:
+        return AtlaspipeError(f"unknown run id '{run_id}' (no record in {redact_url(self.url)})")
 
-    def _touch(self, pipe: Any, run_id: str, *parts: str) -> None:
-        for part in parts:
-            pipe.expire(self._key(run_id, part), RECORD_TTL_SECONDS)
+    # --- the RunStore protocol -------------------------------------------------------------------
 
-    def create(self, run_id: str, request: dict[str, Any], state: str = "submitted") -> None:
-        """Register a run before it is planned, so ``status`` and ``list`` see it at once."""
+    def create(self, request: RunRequest, status: RunStatus) -> bool:
+        meta = _key(request.run_id, "meta")
+        if not self.redis.hsetnx(meta, "request", request.to_json()):
+            return False
         pipe = self.redis.pipeline()
-        pipe.hset(self._key(run_id, "meta"), mapping={
-            "request": json.dumps(request), "state": state, "created": request.get("created") or _now(),
-            "updated": _now(), "chunks_total": 0, "chunks_failed": 0, "events_read": 0, "message": "",
-            "generation": 0,
+        pipe.hset(meta, mapping={
+            "state": status.state.value, "executor": status.executor, "created": status.started,
+            "updated": status.updated, "message": status.message, "run_dir": status.run_dir or "",
+            "chunks_total": 0, "events_total": 0, "chunks_failed": 0, "events_read": 0, "generation": 0,
         })
-        pipe.zadd(_RUN_INDEX, {run_id: time.time()})
-        self._touch(pipe, run_id, "meta")
+        pipe.expire(meta, RECORD_TTL_SECONDS)
+        pipe.zadd(RUN_INDEX, {request.run_id: time.time()})
         pipe.execute()
+        return True
 
-    def exists(self, run_id: str) -> bool:
-        return bool(self.redis.exists(self._key(run_id, "meta")))
-
-    def request(self, run_id: str) -> dict[str, Any]:
-        raw = self.redis.hget(self._key(run_id, "meta"), "request")
+    def request(self, run_id: str) -> RunRequest:
+        raw = self.redis.hget(_key(run_id, "meta"), "request")
         if raw is None:
-            raise AtlaspipeError(f"unknown run id '{run_id}' (no record in {_safe(self.url)})")
-        loaded: dict[str, Any] = json.loads(raw)
-        return loaded
+            raise self._unknown(run_id)
+        return RunRequest.from_json(raw, f"run {run_id} request")
 
-    def set_state(self, run_id: str, state: str, **fields: Any) -> None:
-        mapping = {"state": state, "updated": _now(), **{k: _flat(v) for k, v in fields.items()}}
+    def status(self, run_id: str) -> RunStatus:
         pipe = self.redis.pipeline()
-        pipe.hset(self._key(run_id, "meta"), mapping=mapping)
-        self._touch(pipe, run_id, "meta")
-        pipe.execute()
-
-    def meta(self, run_id: str) -> dict[str, str]:
-        raw = self.redis.hgetall(self._key(run_id, "meta"))
-        # Without a state the hash holds only counters bumped by chunks that finished after the
-        # backend lost the run (a Redis restart): the run itself is unknown there.
+        pipe.hgetall(_key(run_id, "meta"))
+        pipe.hlen(_key(run_id, "results"))
+        raw, done = pipe.execute()
+        # Without a state the hash holds only counters of chunks that finished after the backend
+        # lost the run (a Redis restart): the run itself is unknown here.
         if not raw or b"state" not in raw:
-            raise AtlaspipeError(f"unknown run id '{run_id}' (no record in {_safe(self.url)})")
-        return {k.decode(): v.decode() for k, v in raw.items()}
+            raise self._unknown(run_id)
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
+        total = int(meta.get("chunks_total", 0))
+        return RunStatus(
+            run_id=run_id, state=RunState(meta["state"]),
+            executor="in-process" if meta.get("executor") == "in-process" else "celery",
+            generation=int(meta.get("generation", 0)), chunks_total=total,
+            chunks_done=total if meta.get("released") else int(done),
+            chunks_failed=int(meta.get("chunks_failed", 0)), events_read=int(meta.get("events_read", 0)),
+            events_total=int(meta.get("events_total", 0)), started=meta.get("created", ""),
+            updated=meta.get("updated", ""), message=meta.get("message", ""),
+            failures=tuple(Failure.model_validate(f) for f in json.loads(meta.get("failures") or "[]")),
+            missing={k: SampleLoss.model_validate(v) for k, v in json.loads(meta.get("missing") or "{}").items()},
+            notes=tuple(json.loads(meta.get("notes") or "[]")), run_dir=meta.get("run_dir") or None,
+        )
+
+    def transition(self, run_id: str, target: RunState, allowed: Collection[RunState],
+                   change: StatusChange) -> RunState | None:
+        fields: list[str | int] = []
+        if change.message is not None:
+            fields += ["message", change.message]
+        if change.chunks_total is not None:
+            fields += ["chunks_total", change.chunks_total]
+        if change.events_total is not None:
+            fields += ["events_total", change.events_total]
+        if change.notes is not None:
+            fields += ["notes", json.dumps(list(change.notes))]
+        if change.failures is not None:
+            fields += ["failures", json.dumps([f.to_jsonable() for f in change.failures])]
+        if change.missing is not None:
+            fields += ["missing", json.dumps({k: v.to_jsonable() for k, v in change.missing.items()})]
+        states = sorted(s.value for s in allowed)
+        previous = self._transition(keys=[_key(run_id, "meta")],
+                                    args=[target.value, now_text(), len(states), *states, *fields])
+        return RunState(previous.decode()) if previous else None
 
     def save_plan(self, plan: RunPlan) -> None:
         """The plan's description in one value and its chunks in a hash, one field per chunk."""
         pipe = self.redis.pipeline()
-        pipe.set(self._key(plan.run_id, "plan"), json.dumps(plan.to_dict(with_chunks=False)))
-        chunks_key = self._key(plan.run_id, "chunks")
+        pipe.set(_key(plan.run_id, "plan"), plan.without_chunks().to_json(), ex=RECORD_TTL_SECONDS)
+        chunks_key = _key(plan.run_id, "chunks")
         pipe.delete(chunks_key)
         for start in range(0, len(plan.chunks), 1000):
             batch = plan.chunks[start:start + 1000]
-            pipe.hset(chunks_key, mapping={str(c.chunk_id): json.dumps(c.to_dict()) for c in batch})
-        pipe.hset(self._key(plan.run_id, "meta"), mapping={"chunks_total": len(plan.chunks), "updated": _now()})
-        self._touch(pipe, plan.run_id, "plan", "chunks", "meta")
+            pipe.hset(chunks_key, mapping={str(c.chunk_id): c.to_json() for c in batch})
+        pipe.expire(chunks_key, RECORD_TTL_SECONDS)
+        pipe.hset(_key(plan.run_id, "meta"), mapping={"chunks_total": len(plan.chunks),
+                                                      "events_total": plan.total_entries})
         pipe.execute()
 
-    def load_plan(self, run_id: str) -> RunPlan:
-        raw = self.redis.get(self._key(run_id, "plan"))
+    def plan(self, run_id: str) -> RunPlan | None:
+        raw = self.redis.get(_key(run_id, "plan"))
         if raw is None:
-            raise AtlaspipeError(f"run '{run_id}' has no plan (not planned yet, or its records expired)")
-        chunks = [Chunk.from_dict(json.loads(v)) for v in self.redis.hvals(self._key(run_id, "chunks"))]
-        chunks.sort(key=lambda c: c.chunk_id)
-        return RunPlan.from_dict(json.loads(raw), chunks)
+            return None
+        described = RunPlan.from_json(raw, f"run {run_id} plan")
+        chunks = sorted((Chunk.from_json(v) for v in self.redis.hvals(_key(run_id, "chunks"))),
+                        key=lambda c: c.chunk_id)
+        return described.model_copy(update={"chunks": tuple(chunks)})
 
-    def save_chunk_result(self, run_id: str, result: dict[str, Any]) -> bool:
-        """Store a chunk's result unless one is stored already; True if this one counted."""
-        key = self._key(run_id, "results")
-        stored = bool(self.redis.hsetnx(key, str(result["chunk_id"]), json.dumps(result)))
-        if stored:
-            meta = self._key(run_id, "meta")
-            pipe = self.redis.pipeline()
-            if "error" in result:
-                pipe.hincrby(meta, "chunks_failed", 1)
-            else:
-                pipe.hincrby(meta, "events_read", int(result["events_read"]))
-            pipe.hset(meta, "last_chunk_at", time.time())
-            self._touch(pipe, run_id, "results", "meta")
-            pipe.execute()
-        return stored
+    def start_chunk(self, run_id: str, chunk_id: int, generation: int, max_deliveries: int) -> ChunkStart:
+        gate, deliveries, run_dir = self._start_chunk(
+            keys=[_key(run_id, "meta"), _key(run_id, "results"), _key(run_id, f"deliveries:{generation}"),
+                  _key(run_id, "inflight")],
+            args=[chunk_id, max_deliveries, f"{time.time():.3f}", RECORD_TTL_SECONDS],
+        )
+        return ChunkStart(ChunkGate(gate.decode()), int(deliveries), run_dir.decode() or None)
+
+    def store_chunk(self, run_id: str, result: ChunkResult) -> ChunkStored:
+        stored, done, total, due = self._store_chunk(
+            keys=[_key(run_id, "meta"), _key(run_id, "results"), _key(run_id, "inflight"),
+                  _key(run_id, "status-due")],
+            args=[result.chunk_id, result.to_json(), int(result.ok), result.events_read, f"{time.time():.3f}",
+                  max(1, int(self.status_interval * 1000)), RECORD_TTL_SECONDS],
+        )
+        return ChunkStored(counted=bool(stored), complete=int(total) >= 0 and int(done) >= int(total),
+                           status_due=bool(due))
+
+    def finish_chunk(self, run_id: str, chunk_id: int) -> None:
+        self.redis.hdel(_key(run_id, "inflight"), str(chunk_id))
+
+    def chunk_results(self, run_id: str) -> dict[int, ChunkResult]:
+        """Every stored chunk result of a run, read in batches."""
+        return {int(field): ChunkResult.from_json(value)
+                for field, value in self.redis.hscan_iter(_key(run_id, "results"), count=1000)}
 
     def complete(self, run_id: str) -> bool:
-        """Whether every planned chunk has a stored result (a success or an error)."""
         pipe = self.redis.pipeline()
-        pipe.hget(self._key(run_id, "meta"), "chunks_total")
-        pipe.hlen(self._key(run_id, "results"))
-        pipe.exists(self._key(run_id, "plan"))
-        total, done, planned = pipe.execute()
-        if not planned or total is None:
-            return False
-        return int(done) >= int(total) and not self.missing_chunk_ids(run_id)
+        pipe.exists(_key(run_id, "plan"))
+        pipe.hget(_key(run_id, "meta"), "chunks_total")
+        pipe.hlen(_key(run_id, "results"))
+        planned, total, done = pipe.execute()
+        return bool(planned) and total is not None and int(done) >= int(total)
 
     def missing_chunk_ids(self, run_id: str) -> list[int]:
-        """Planned chunks without a stored result, in chunk-id order."""
-        planned = {int(c) for c in self.redis.hkeys(self._key(run_id, "chunks"))}
-        stored = {int(c) for c in self.redis.hkeys(self._key(run_id, "results"))}
-        return sorted(planned - stored)
+        chunks = {int(c) for c in self.redis.hkeys(_key(run_id, "chunks"))}
+        return sorted(chunks - {int(c) for c in self.redis.hkeys(_key(run_id, "results"))})
+
+    def claim(self, run_id: str, step: str, generation: int, owner: str) -> bool:
+        return bool(self._claim(keys=[_key(run_id, f"claim:{step}:{generation}")], args=[owner, CLAIM_TTL_SECONDS]))
 
     def generation(self, run_id: str) -> int:
-        """How many times the run's chunks were (re)launched: 0 first, then one more per resume."""
-        return int(self.redis.hget(self._key(run_id, "meta"), "generation") or 0)
+        return int(self.redis.hget(_key(run_id, "meta"), "generation") or 0)
 
     def next_generation(self, run_id: str) -> int:
-        generation = int(self.redis.hincrby(self._key(run_id, "meta"), "generation", 1))
+        generation = int(self.redis.hincrby(_key(run_id, "meta"), "generation", 1))
+        results = self.chunk_results(run_id)
+        failed = [cid for cid, r in results.items() if not r.ok]
+        pipe = self.redis.pipeline()
+        if failed:
+            pipe.hdel(_key(run_id, "results"), *[str(c) for c in failed])
+        pipe.hset(_key(run_id, "meta"), mapping={
+            "chunks_failed": 0, "events_read": sum(r.events_read for r in results.values() if r.ok)})
+        pipe.hdel(_key(run_id, "meta"), "released")
+        pipe.delete(_key(run_id, "inflight"))
+        pipe.execute()
         return generation
 
-    def claim_completion(self, run_id: str, generation: int, owner: str, step: str = "aggregate") -> bool:
-        """Take the right to run ``step`` (aggregate or finalize) for this generation; one owner only.
+    def save_aggregate(self, run_id: str, generation: int, aggregate: Aggregate) -> None:
+        self.redis.set(_key(run_id, f"aggregate:{generation}"), aggregate.to_json(), ex=RECORD_TTL_SECONDS)
 
-        The chord callback, the chunk that stores the last result, and the submitter's watchdog may
-        all ask; the claim makes each step run once per generation.
-        """
-        key = self._key(run_id, f"claim:{step}:{generation}")
-        if self.redis.set(key, owner, nx=True, ex=CLAIM_TTL_SECONDS):
-            return True
-        # The holder itself, redelivered after its worker died, carries on.
-        holder = self.redis.get(key)
-        return holder is not None and holder.decode() == owner
-
-
-    def recount(self, run_id: str) -> None:
-        """Recompute the progress counters from the stored results, after a resume or a lost backend."""
-        events = failed = 0
-        for result in self.chunk_results(run_id).values():
-            if "error" in result:
-                failed += 1
-            else:
-                events += int(result["events_read"])
-        pipe = self.redis.pipeline()
-        pipe.hset(self._key(run_id, "meta"), mapping={"events_read": events, "chunks_failed": failed})
-        pipe.execute()
-
-    def chunk_status(self, run_id: str, chunk_id: int) -> tuple[bool, str | None]:
-        """Whether a chunk has a stored result, and the run's state."""
-        pipe = self.redis.pipeline()
-        pipe.hexists(self._key(run_id, "results"), str(chunk_id))
-        pipe.hget(self._key(run_id, "meta"), "state")
-        stored, state = pipe.execute()
-        return bool(stored), state.decode() if state is not None else None
-
-    def planned_chunk(self, run_id: str, chunk_id: int) -> Chunk | None:
-        raw = self.redis.hget(self._key(run_id, "chunks"), str(chunk_id))
-        return Chunk.from_dict(json.loads(raw)) if raw is not None else None
-
-    def has_plan(self, run_id: str) -> bool:
-        return bool(self.redis.exists(self._key(run_id, "plan")))
-
-    def has_chunk_result(self, run_id: str, chunk_id: int) -> bool:
-        return bool(self.redis.hexists(self._key(run_id, "results"), str(chunk_id)))
-
-    def chunk_results(self, run_id: str) -> dict[int, dict[str, Any]]:
-        """Every stored chunk result of a run, read in batches."""
-        key = self._key(run_id, "results")
-        out: dict[int, dict[str, Any]] = {}
-        for field, value in self.redis.hscan_iter(key, count=1000):
-            out[int(field)] = json.loads(value)
-        return out
-
-    def chunks_done(self, run_id: str) -> int:
-        return int(self.redis.hlen(self._key(run_id, "results")))
-
-    def forget_failed_chunks(self, run_id: str) -> list[int]:
-        """Drop the failed chunks' results so a resume can run them again; their ids."""
-        failed = [cid for cid, r in self.chunk_results(run_id).items() if "error" in r]
-        if failed:
-            pipe = self.redis.pipeline()
-            pipe.hdel(self._key(run_id, "results"), *[str(c) for c in failed])
-            pipe.hset(self._key(run_id, "meta"), "chunks_failed", 0)
-            pipe.execute()
-        return failed
-
-    def save_aggregate(self, run_id: str, aggregated: dict[str, Any]) -> None:
-        pipe = self.redis.pipeline()
-        pipe.set(self._key(run_id, "aggregate"), json.dumps(aggregated), ex=RECORD_TTL_SECONDS)
-        pipe.execute()
-
-    def load_aggregate(self, run_id: str) -> dict[str, Any]:
-        raw = self.redis.get(self._key(run_id, "aggregate"))
-        if raw is None:
-            raise AtlaspipeError(f"run '{run_id}' has no aggregated histograms")
-        loaded: dict[str, Any] = json.loads(raw)
-        return loaded
+    def aggregate(self, run_id: str, generation: int) -> Aggregate | None:
+        raw = self.redis.get(_key(run_id, f"aggregate:{generation}"))
+        return None if raw is None else Aggregate.from_json(raw, f"run {run_id} aggregate")
 
     def release_bulk(self, run_id: str) -> None:
-        """After a successful run only the small records stay: state, plan, summary.
+        """After a successful run only the small records stay: status, request, plan."""
+        bulk = [key for key in self.redis.scan_iter(match=f"{_PREFIX}{run_id}:*", count=1000)
+                if not key.decode().endswith((":meta", ":plan"))]
+        pipe = self.redis.pipeline()
+        if bulk:
+            pipe.delete(*bulk)
+        pipe.hset(_key(run_id, "meta"), "released", 1)
+        pipe.execute()
 
-        Celery's own per-task results of the run's chunks go too: their ids start with the run id
-        (see ``atlaspipe.canvas.chunk_task_id``), so the backend returns to its size before the run.
-        """
-        self.redis.delete(self._key(run_id, "results"), self._key(run_id, "aggregate"),
-                          self._key(run_id, "chunks"))
-        batch: list[bytes] = []
-        for key in self.redis.scan_iter(match=f"celery-task-meta-{run_id}.*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                self.redis.delete(*batch)
-                batch.clear()
-        if batch:
-            self.redis.delete(*batch)
+    def forget(self, run_id: str) -> None:
+        keys = list(self.redis.scan_iter(match=f"{_PREFIX}{run_id}:*", count=1000))
+        pipe = self.redis.pipeline()
+        if keys:
+            pipe.delete(*keys)
+        pipe.zrem(RUN_INDEX, run_id)
+        pipe.execute()
 
     def run_ids(self, limit: int = 50) -> list[str]:
-        return [r.decode() for r in self.redis.zrevrange(_RUN_INDEX, 0, limit - 1)]
+        return [r.decode() for r in self.redis.zrevrange(RUN_INDEX, 0, limit - 1)]
+
+    # --- what the client reads besides the status -------------------------------------------------
+
+    def last_chunk_at(self, run_id: str) -> float:
+        return float(self.redis.hget(_key(run_id, "meta"), "last_chunk_at") or 0.0)
+
+    def in_flight(self, run_id: str) -> int:
+        """Chunks a worker has started and not yet stored or skipped."""
+        return int(self.redis.hlen(_key(run_id, "inflight")))
 
     def value_sizes(self, run_id: str) -> Iterator[tuple[str, int]]:
         """(key or key/field, bytes) of every value this run stores, to check the size limits."""
-        for part in ("meta", "plan", "chunks", "results", "aggregate"):
-            key = self._key(run_id, part)
+        for key in self.redis.scan_iter(match=f"{_PREFIX}{run_id}:*", count=1000):
             kind = self.redis.type(key).decode()
+            name = key.decode()
             if kind == "string":
-                yield key, int(self.redis.strlen(key))
+                yield name, int(self.redis.strlen(key))
             elif kind == "hash":
                 for field, value in self.redis.hscan_iter(key, count=1000):
-                    yield f"{key}/{field.decode()}", len(value)
-
-
-def write_run_copy(run_dir: Path, name: str, document: dict[str, Any]) -> bool:
-    """Keep ``document`` in the run folder; False where this process cannot write there."""
-    from atlaspipe.processing import write_json
-
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / name, document)
-    except OSError:
-        return False
-    return True
-
-
-def read_run_copy(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """A document kept in the run folder, or None."""
-    try:
-        loaded: dict[str, Any] = json.loads((run_dir / name).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded
-
-
-def _flat(value: Any) -> str | int | float:
-    if isinstance(value, str | int | float):
-        return value
-    return json.dumps(value)
-
-
-def _safe(url: str) -> str:
-    from atlaspipe.config import redact_url
-
-    return redact_url(url)
-
+                    yield f"{name}/{field.decode()}", len(value)

@@ -1,21 +1,22 @@
 """Significance figures and the pyhf profile-likelihood fit on a run's m4l histograms.
 
-``summarise`` is called by the finalize stage with the ``results`` dict of docs/CONTRACTS.md and
-returns the ``significance`` and ``fit`` objects that complete it.
+``summarise`` is called by the finalize stage with a run's ``RunResults`` and returns the
+``Significance`` and ``FitResult`` that complete it.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from atlaspipe.errors import ConfigError
+from atlaspipe.model import FitResult, RunResults, Significance
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -63,35 +64,25 @@ def asimov_significance(s: float, b: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the results dict
+# Reading the results
 
 
-def _group_kinds(results: dict[str, Any]) -> dict[str, str]:
-    return {g["id"]: g["kind"] for g in results.get("groups", [])}
+def sample_kind(results: RunResults, name: str) -> Literal["signal", "background"]:
+    """``signal`` or ``background`` for an MC sample: its group's kind, else the sample's own."""
+    sample = results.samples[name]
+    group = results.group(sample.group)
+    return group.kind if group is not None else sample.kind
 
 
-def sample_kind(results: dict[str, Any], name: str) -> str:
-    """``signal`` or ``background`` for an MC sample, judged from its group (unknown → background)."""
-    sample = results["samples"][name]
-    kind = _group_kinds(results).get(sample.get("group") or "", sample.get("kind"))
-    return "signal" if kind == "signal" else "background"
-
-
-def _sum_histograms(
-    results: dict[str, Any], kind: str, key: str = "histogram", group: str | None = None
-) -> FloatArray:
-    nbins = len(results["bin_edges"]) - 1
-    total = np.zeros(nbins, dtype=np.float64)
-    for name, sample in results.get("samples", {}).items():
-        if sample_kind(results, name) != kind:
-            continue
-        if group is not None and sample.get("group") != group:
-            continue
-        total += np.asarray(sample[key], dtype=np.float64)
+def _sum_histograms(results: RunResults, kind: str, variances: bool = False) -> FloatArray:
+    total = np.zeros(len(results.bin_edges) - 1, dtype=np.float64)
+    for name, sample in results.samples.items():
+        if sample_kind(results, name) == kind:
+            total += np.asarray(sample.m4l.variances if variances else sample.m4l.values, dtype=np.float64)
     return total
 
 
-def window_bins(bin_edges: list[float], window_gev: tuple[float, float]) -> slice:
+def window_bins(bin_edges: Sequence[float], window_gev: tuple[float, float]) -> slice:
     """The bins covering [lo, hi); both edges must be bin edges, else a ConfigError."""
     lo, hi = float(window_gev[0]), float(window_gev[1])
     edges = np.asarray(bin_edges, dtype=np.float64)
@@ -110,11 +101,9 @@ def window_bins(bin_edges: list[float], window_gev: tuple[float, float]) -> slic
     return slice(idx[0], idx[1])
 
 
-def window_counts(
-    results: dict[str, Any], window_gev: tuple[float, float]
-) -> tuple[float, float, float]:
+def window_counts(results: RunResults, window_gev: tuple[float, float]) -> tuple[float, float, float]:
     """(N stacked S+B, N background, N signal) summed over the window's bins."""
-    sl = window_bins(results["bin_edges"], window_gev)
+    sl = window_bins(results.bin_edges, window_gev)
     n_sig = float(_sum_histograms(results, "signal")[sl].sum())
     n_bg = float(_sum_histograms(results, "background")[sl].sum())
     return n_sig + n_bg, n_bg, n_sig
@@ -135,20 +124,20 @@ class FitInput:
     bins_used: list[int]
 
 
-def fit_input(results: dict[str, Any]) -> FitInput:
+def fit_input(results: RunResults) -> FitInput:
     """The summed (all-channel) m4l histograms of signal, each background group and data."""
-    nbins = len(results["bin_edges"]) - 1
+    nbins = len(results.bin_edges) - 1
     signal = _sum_histograms(results, "signal")
-    signal_w2 = _sum_histograms(results, "signal", "sumw2")
+    signal_w2 = _sum_histograms(results, "signal", variances=True)
     backgrounds: dict[str, tuple[FloatArray, FloatArray]] = {}
-    for name, sample in sorted(results.get("samples", {}).items()):
+    for name, sample in sorted(results.samples.items()):
         if sample_kind(results, name) != "background":
             continue
-        group = sample.get("group") or "other"
-        hist, w2 = backgrounds.get(group, (np.zeros(nbins), np.zeros(nbins)))
-        backgrounds[group] = (hist + np.asarray(sample["histogram"], dtype=np.float64),
-                              w2 + np.asarray(sample["sumw2"], dtype=np.float64))
-    data = np.asarray(results["data"]["histogram"], dtype=np.float64)
+        group = sample.group or "other"
+        values, w2 = backgrounds.get(group, (np.zeros(nbins), np.zeros(nbins)))
+        backgrounds[group] = (values + np.asarray(sample.m4l.values, dtype=np.float64),
+                              w2 + np.asarray(sample.m4l.variances, dtype=np.float64))
+    data = np.asarray(results.data.m4l.values, dtype=np.float64)
 
     # Negative-weight MC can leave a bin negative; a Poisson mean cannot be.
     signal = np.clip(signal, 0.0, None)
@@ -231,7 +220,23 @@ def _crossing(g: Callable[[float], float], start: float, step: float, bound: flo
     return None
 
 
-def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _FitValues:
+    """What one pyhf fit found; None where a value is undefined or not finite."""
+
+    mu: float | None
+    mu_uncertainty: float | None
+    mu_uncertainty_up: float | None
+    mu_uncertainty_down: float | None
+    significance_observed: float | None
+    significance_expected: float | None
+    p_value_observed: float | None
+    p_value_expected: float | None
+    twice_nll: float | None
+    parameters: dict[str, tuple[float, ...]]
+
+
+def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float]) -> _FitValues:
     import pyhf
 
     pyhf.set_backend("numpy")
@@ -289,95 +294,79 @@ def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float])
         par_bounds=bounds, fixed_params=fixed,
     )
     p_obs, p_exp = float(p_obs), float(p_exp)
-    return {
-        "mu": mu_hat,
-        "mu_uncertainty": mu_unc,
-        "mu_uncertainty_up": err_up,
-        "mu_uncertainty_down": err_down,
-        "significance_observed": _z_from_p(p_obs),
-        "significance_expected": _z_from_p(p_exp),
-        "p_value_observed": p_obs,
-        "p_value_expected": p_exp,
-        "twice_nll": float(twice_nll_min),
-        "parameters": {
-            name: [float(v) for v in np.atleast_1d(best[model.config.par_slice(name)])]
-            for name in model.config.par_order
-        },
-    }
+    parameters = {name: tuple(float(v) for v in np.atleast_1d(best[model.config.par_slice(name)]))
+                  for name in model.config.par_order}
+    return _FitValues(
+        mu=_finite(mu_hat),
+        mu_uncertainty=_finite(mu_unc),
+        mu_uncertainty_up=_finite(err_up),
+        mu_uncertainty_down=_finite(err_down),
+        significance_observed=_z_from_p(p_obs),
+        significance_expected=_z_from_p(p_exp),
+        p_value_observed=_finite(p_obs),
+        p_value_expected=_finite(p_exp),
+        twice_nll=_finite(float(twice_nll_min)),
+        # JSON has no NaN: a parameter the fit left undefined is not reported.
+        parameters={name: values for name, values in parameters.items() if all(map(math.isfinite, values))},
+    )
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for NaN and the infinities (JSON has neither)."""
+    return value if value is None or math.isfinite(value) else None
 
 
-def fit_results(results: dict[str, Any], options: FitOptions | None = None) -> dict[str, Any]:
-    """The pyhf fit of mu to the data histogram; on failure the values are null with ``error``."""
+METHOD = ("pyhf binned profile likelihood, MINUIT (SLSQP if no nuisance parameter); "
+          "mu interval from -2ΔlnL = 1; significances from q0 (asymptotic)")
+
+
+def fit_results(results: RunResults, options: FitOptions | None = None) -> FitResult:
+    """The pyhf fit of mu to the data histogram; on failure the values are None with ``error``."""
     options = options or FitOptions()
-    fit: dict[str, Any] = {
-        "mu": None, "mu_uncertainty": None,
-        "significance_observed": None, "significance_expected": None,
-        "p_value_observed": None, "p_value_expected": None,
-        **asdict(options),
-        "converged": False,
-        "method": "pyhf binned profile likelihood, MINUIT (SLSQP if no nuisance parameter); "
-                  "mu interval from -2ΔlnL = 1; "
-                  "significances from q0 (asymptotic)",
-    }
     inputs = fit_input(results)
-    nbins = len(results["bin_edges"]) - 1
-    fit.update({
-        "bins_used": len(inputs.bins_used), "bins_total": nbins,
-        "n_data": float(inputs.data.sum()), "n_signal": float(inputs.signal.sum()),
-        "n_background": float(sum(h.sum() for h, _ in inputs.backgrounds.values())),
-    })
-    all_data = float(np.sum(results["data"]["histogram"]))
-    fit["data_outside_model"] = all_data - fit["n_data"]
+    n_data = float(inputs.data.sum())
+    base = FitResult(
+        background_norm_uncertainty=options.background_norm_uncertainty, staterror=options.staterror,
+        mu_upper=options.mu_upper, method=METHOD,
+        bins_used=len(inputs.bins_used), bins_total=len(results.bin_edges) - 1,
+        n_data=n_data, n_signal=float(inputs.signal.sum()),
+        n_background=float(sum(h.sum() for h, _ in inputs.backgrounds.values())),
+        data_outside_model=float(np.sum(np.asarray(results.data.m4l.values, dtype=np.float64))) - n_data,
+    )
     if not np.any(inputs.signal > 0.0):
-        fit["error"] = "no signal expectation in the m4l range; mu cannot be fitted"
-        return fit
+        return base.model_copy(update={"error": "no signal expectation in the m4l range; mu cannot be fitted"})
     spec = build_spec(inputs, options)
-    fit["mu_bounds"] = [_mu_lower(inputs), options.mu_upper]
+    mu_bounds = (_mu_lower(inputs), options.mu_upper)
+    base = base.model_copy(update={"mu_bounds": mu_bounds})
     try:
         with warnings.catch_warnings():
             # pyhf warns about values at the bounds, which a zero-data run legitimately reaches.
             warnings.simplefilter("ignore", RuntimeWarning)
             # pyhf 0.7's schema validation uses a jsonschema API that now warns on every model.
             warnings.simplefilter("ignore", DeprecationWarning)
-            fitted = _fit(spec, inputs.data, (fit["mu_bounds"][0], fit["mu_bounds"][1]))
-        fit.update(_json_safe(fitted))
-        fit["converged"] = fit["mu"] is not None
+            fitted = _fit(spec, inputs.data, mu_bounds)
     except Exception as exc:  # the fit must not sink a finished run: report why instead
-        fit["error"] = f"{type(exc).__name__}: {exc}"
-    return fit
+        return base.model_copy(update={"error": f"{type(exc).__name__}: {exc}"})
+    return base.model_copy(update={**asdict(fitted), "converged": fitted.mu is not None})
 
 
 def significance_results(
-    results: dict[str, Any], window_gev: tuple[float, float] = DEFAULT_WINDOW_GEV
-) -> dict[str, Any]:
+    results: RunResults, window_gev: tuple[float, float] = DEFAULT_WINDOW_GEV
+) -> Significance:
     """The window counts with the notebook's figure and the Asimov median significance."""
     n_sb, n_bg, n_sig = window_counts(results, window_gev)
-    sl = window_bins(results["bin_edges"], window_gev)
-    n_data = float(np.sum(np.asarray(results["data"]["histogram"], dtype=np.float64)[sl]))
-    return {
-        "window_gev": [float(window_gev[0]), float(window_gev[1])],
-        "n_sig_plus_bg": n_sb, "n_bg": n_bg, "n_sig": n_sig, "n_data": n_data,
-        "notebook": notebook_significance(n_sb, n_bg) if n_bg > 0.0 else None,
-        "asimov": asimov_significance(n_sig, n_bg) if n_bg > 0.0 else None,
-    }
+    sl = window_bins(results.bin_edges, window_gev)
+    n_data = float(np.sum(np.asarray(results.data.m4l.values, dtype=np.float64)[sl]))
+    return Significance(
+        window_gev=(float(window_gev[0]), float(window_gev[1])),
+        n_sig_plus_bg=n_sb, n_bg=n_bg, n_sig=n_sig, n_data=n_data,
+        notebook=notebook_significance(n_sb, n_bg) if n_bg > 0.0 else None,
+        asimov=asimov_significance(n_sig, n_bg) if n_bg > 0.0 else None,
+    )
 
 
 def summarise(
-    results: dict[str, Any], window_gev: tuple[float, float], fit_options: FitOptions
-) -> dict[str, Any]:
-    """``{"significance": ..., "fit": ...}`` for a results dict (see docs/CONTRACTS.md)."""
-    return {
-        "significance": significance_results(results, window_gev),
-        "fit": fit_results(results, fit_options),
-    }
+    results: RunResults, window_gev: tuple[float, float], fit_options: FitOptions
+) -> tuple[Significance, FitResult]:
+    """The ``significance`` and ``fit`` of a run's results (the statistics are not in it yet)."""
+    return significance_results(results, window_gev), fit_results(results, fit_options)

@@ -10,156 +10,229 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from wcwidth import wcswidth
+
+from atlaspipe import files
+from atlaspipe.model import GroupInfo, Histogram, RunResults
 
 ALL = "all"
 CHANNEL_TEXT = {"4e": "4e", "4mu": "4μ", "2e2mu": "2e2μ", ALL: "total"}
+OTHER = "other"
 
 
-def _cell(histogram: list[float], sumw2: list[float]) -> dict[str, float]:
-    return {"yield": float(sum(histogram)), "uncertainty": math.sqrt(max(0.0, sum(sumw2)))}
+@dataclass(frozen=True)
+class Yield:
+    """A yield and its statistical uncertainty √Σw²."""
+
+    value: float
+    uncertainty: float
+
+    @classmethod
+    def of(cls, histogram: Histogram) -> Yield:
+        return cls(histogram.total, histogram.uncertainty)
+
+    def __add__(self, other: Yield) -> Yield:
+        return Yield(self.value + other.value, math.hypot(self.uncertainty, other.uncertainty))
+
+    def text(self) -> str:
+        return f"{self.value:.3f} ± {self.uncertainty:.3f}"
+
+    def to_jsonable(self) -> dict[str, float]:
+        return {"yield": self.value, "uncertainty": self.uncertainty}
 
 
-def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    return {"yield": a["yield"] + b["yield"],
-            "uncertainty": math.hypot(a["uncertainty"], b["uncertainty"])}
+ZERO = Yield(0.0, 0.0)
 
 
-def yield_rows(results: dict[str, Any]) -> dict[str, Any]:
-    """The tables as a dict: ``samples``, ``groups``, ``total_mc`` and ``data``, each by channel.
+@dataclass(frozen=True)
+class SampleRow:
+    """One MC sample's yields by channel (and ``all``)."""
 
-    Every entry maps a channel name (and ``all``) to ``{"yield", "uncertainty"}``; data carry
-    counts only.  Yields are sums of the in-range m4l bins, uncertainties √Σw².
+    name: str
+    group: str
+    yields: Mapping[str, Yield]
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """The summed yields of a group's samples by channel (and ``all``)."""
+
+    id: str
+    text: str
+    kind: Literal["background", "signal"]
+    yields: Mapping[str, Yield]
+
+
+@dataclass(frozen=True)
+class YieldTable:
+    """Every row of the yield tables, in display order: samples within their groups, then totals.
+
+    ``keys`` are the channels then ``all``; data carry counts only.
     """
-    channels = list(results.get("channels", []))
-    keys = [*channels, ALL]
-    zero = {k: {"yield": 0.0, "uncertainty": 0.0} for k in keys}
-    group_ids = [g["id"] for g in results.get("groups", [])]
-    samples: list[dict[str, Any]] = []
-    groups: dict[str, dict[str, Any]] = {}
-    for name, sample in results.get("samples", {}).items():
-        per = {ch: _cell(sample["channels"][ch]["histogram"], sample["channels"][ch]["sumw2"])
-               for ch in channels if ch in sample.get("channels", {})}
-        per[ALL] = _cell(sample["histogram"], sample["sumw2"])
-        group = sample.get("group") or "other"
-        samples.append({"name": name, "group": group, "yields": per})
-        acc = groups.setdefault(group, {k: dict(v) for k, v in zero.items()})
+
+    channels: tuple[str, ...]
+    samples: tuple[SampleRow, ...]
+    groups: tuple[GroupRow, ...]
+    total_mc: Mapping[str, Yield]
+    data: Mapping[str, float]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (*self.channels, ALL)
+
+    def samples_of(self, group: GroupRow) -> list[SampleRow]:
+        return [s for s in self.samples if s.group == group.id]
+
+    def to_jsonable(self) -> dict[str, Any]:
+        """The ``yields.json`` document."""
+
+        def by_key(yields: Mapping[str, Yield]) -> dict[str, dict[str, float]]:
+            return {k: yields[k].to_jsonable() for k in self.keys if k in yields}
+
+        return {
+            "channels": list(self.channels),
+            "samples": [{"name": s.name, "group": s.group, "yields": by_key(s.yields)} for s in self.samples],
+            "groups": [{"id": g.id, "text": g.text, "kind": g.kind, "yields": by_key(g.yields)} for g in self.groups],
+            "total_mc": by_key(self.total_mc),
+            "data": {k: self.data[k] for k in self.keys},
+        }
+
+
+def yield_rows(results: RunResults) -> YieldTable:
+    """The yields of every sample, group, all MC and data, by channel.
+
+    Yields are sums of the in-range m4l bins, uncertainties √Σw².
+    """
+    channels = tuple(results.channels)
+    keys = (*channels, ALL)
+    group_ids = [g.id for g in results.groups]
+    listed = [n for g in results.groups for n in g.samples]
+    samples: list[SampleRow] = []
+    sums: dict[str, dict[str, Yield]] = {}
+    for name, sample in results.samples.items():
+        per = {ch: Yield.of(sample.channels[ch]) for ch in channels if ch in sample.channels}
+        per[ALL] = Yield.of(sample.m4l)
+        group = sample.group or OTHER
+        samples.append(SampleRow(name=name, group=group, yields=per))
+        acc = sums.setdefault(group, dict.fromkeys(keys, ZERO))
         for k, cell in per.items():
-            acc[k] = _add(acc[k], cell)
-    listed = [n for g in results.get("groups", []) for n in g.get("samples", [])]
+            acc[k] = acc[k] + cell
     # Catalog order within a group (ggH before VBF, …), unknown samples after, by name.
-    samples.sort(key=lambda r: (_order(group_ids, r["group"]), _order(listed, r["name"]),
-                                r["name"]))
-    group_rows: list[dict[str, Any]] = [
-        {"id": gid, "text": _group_text(results, gid), "kind": _group_kind(results, gid),
-         "yields": groups[gid]}
-        for gid in sorted(groups, key=lambda g: _order(group_ids, g))
-    ]
-    total = {k: dict(v) for k, v in zero.items()}
-    for row in group_rows:
+    samples.sort(key=lambda r: (_order(group_ids, r.group), _order(listed, r.name), r.name))
+    groups = tuple(_group_row(results.group(gid), gid, sums[gid])
+                   for gid in sorted(sums, key=lambda g: _order(group_ids, g)))
+    total = dict.fromkeys(keys, ZERO)
+    for row in groups:
         for k in keys:
-            total[k] = _add(total[k], row["yields"][k])
-    data = results.get("data", {})
-    data_counts = {ch: float(sum(data.get("channels", {}).get(ch, {}).get("histogram", [])))
-                   for ch in channels}
-    data_counts[ALL] = float(sum(data.get("histogram", [])))
-    return {"channels": channels, "samples": samples, "groups": group_rows, "total_mc": total,
-            "data": data_counts}
+            total[k] = total[k] + row.yields[k]
+    data = {ch: results.data.channels[ch].total if ch in results.data.channels else 0.0 for ch in channels}
+    data[ALL] = results.data.m4l.total
+    return YieldTable(channels=channels, samples=tuple(samples), groups=groups, total_mc=total, data=data)
 
 
-def _order(group_ids: list[str], gid: str) -> int:
-    return group_ids.index(gid) if gid in group_ids else len(group_ids)
+def _group_row(info: GroupInfo | None, gid: str, yields: Mapping[str, Yield]) -> GroupRow:
+    if info is None:
+        return GroupRow(id=gid, text=gid, kind="background", yields=yields)
+    return GroupRow(id=gid, text=info.text, kind=info.kind, yields=yields)
 
 
-def _group_info(results: dict[str, Any], gid: str) -> dict[str, Any]:
-    return next((g for g in results.get("groups", []) if g["id"] == gid), {})
+def _order(ordered: Sequence[str], item: str) -> int:
+    return ordered.index(item) if item in ordered else len(ordered)
 
 
-def _group_text(results: dict[str, Any], gid: str) -> str:
-    return str(_group_info(results, gid).get("text", gid))
+@dataclass(frozen=True)
+class TextRow:
+    """One row of the human-readable table; ``level`` says how to emphasise it."""
+
+    level: Literal["sample", "group", "total", "data"]
+    cells: tuple[str, ...]
 
 
-def _group_kind(results: dict[str, Any], gid: str) -> str:
-    return str(_group_info(results, gid).get("kind", "background"))
-
-
-def _fmt(cell: dict[str, float]) -> str:
-    return f"{cell['yield']:.3f} ± {cell['uncertainty']:.3f}"
-
-
-def table_lines(rows: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table_lines(rows: YieldTable) -> tuple[tuple[str, ...], list[TextRow]]:
     """Header and text rows of the human-readable table (also used by the web report)."""
-    keys = [*rows["channels"], ALL]
-    header = ["", *(CHANNEL_TEXT.get(k, k) for k in keys)]
-    body: list[list[str]] = []
-    for group in rows["groups"]:
-        for sample in rows["samples"]:
-            if sample["group"] == group["id"]:
-                body.append([sample["name"], *(_fmt(sample["yields"][k]) for k in keys)])
-        body.append([f"**{group['text']}**", *(_fmt(group["yields"][k]) for k in keys)])
-    body.append(["**Total MC**", *(_fmt(rows["total_mc"][k]) for k in keys)])
-    body.append(["**Data**", *(f"{rows['data'][k]:.0f}" for k in keys)])
+    header = ("", *(CHANNEL_TEXT.get(k, k) for k in rows.keys))
+    body: list[TextRow] = []
+    for group in rows.groups:
+        body += [TextRow("sample", (s.name, *(s.yields[k].text() for k in rows.keys))) for s in rows.samples_of(group)]
+        body.append(TextRow("group", (group.text, *(group.yields[k].text() for k in rows.keys))))
+    body.append(TextRow("total", ("Total MC", *(rows.total_mc[k].text() for k in rows.keys))))
+    body.append(TextRow("data", ("Data", *(f"{rows.data[k]:.0f}" for k in rows.keys))))
     return header, body
 
 
+def text_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (a combining mark, as in tt̄, takes none)."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns."""
+    fill = " " * max(0, width - text_width(text))
+    return fill + text if right else text + fill
+
+
 def _md_escape(text: str) -> str:
-    # ZZ* and similar names must not open Markdown emphasis; the ** markers are ours.
-    if text.startswith("**") and text.endswith("**") and len(text) > 4:
-        return "**" + _md_escape(text[2:-2]) + "**"
+    # ZZ* and similar names must not open Markdown emphasis.
     return text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_").replace("|", "\\|")
 
 
-def markdown_table(rows: dict[str, Any]) -> str:
-    """The yields as a GitHub-flavoured Markdown table."""
+def markdown_table(rows: YieldTable) -> str:
+    """The yields as a GitHub-flavoured Markdown table, its columns aligned for reading as text."""
     header, body = table_lines(rows)
-    body = [[_md_escape(c) for c in r] for r in body]
-    rule = "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"
-    lines = ["| " + " | ".join(header) + " |", rule]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines) + "\n"
+
+    def first(row: TextRow) -> str:
+        name = _md_escape(row.cells[0])
+        return name if row.level == "sample" else f"**{name}**"
+
+    lines = [header, *((first(r), *r.cells[1:]) for r in body)]
+    widths = [max(3, *(text_width(line[i]) for line in lines)) for i in range(len(header))]
+    rule = "|" + "|".join(["-" * (widths[0] + 2), *("-" * (w + 1) + ":" for w in widths[1:])]) + "|"
+    text = ["| " + " | ".join(pad(c, w, right=i > 0) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+            + " |" for line in lines]
+    return "\n".join([text[0], rule, *text[1:]]) + "\n"
 
 
-def csv_table(rows: dict[str, Any]) -> str:
+def csv_table(rows: YieldTable) -> str:
     """Long format: one line per (level, name, channel) with yield and uncertainty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["level", "name", "group", "channel", "yield", "stat_uncertainty"])
-    keys = [*rows["channels"], ALL]
-    for s in rows["samples"]:
-        for k in keys:
-            writer.writerow(["sample", s["name"], s["group"], k, repr(s["yields"][k]["yield"]),
-                             repr(s["yields"][k]["uncertainty"])])
-    for g in rows["groups"]:
-        for k in keys:
-            writer.writerow(["group", g["id"], g["id"], k, repr(g["yields"][k]["yield"]),
-                             repr(g["yields"][k]["uncertainty"])])
-    for k in keys:
-        writer.writerow(["total_mc", "total_mc", "", k, repr(rows["total_mc"][k]["yield"]),
-                         repr(rows["total_mc"][k]["uncertainty"])])
-    for k in keys:
-        writer.writerow(["data", "data", "", k, repr(rows["data"][k]), ""])
+    for s in rows.samples:
+        for k in rows.keys:
+            writer.writerow(["sample", s.name, s.group, k, repr(s.yields[k].value), repr(s.yields[k].uncertainty)])
+    for g in rows.groups:
+        for k in rows.keys:
+            writer.writerow(["group", g.id, g.id, k, repr(g.yields[k].value), repr(g.yields[k].uncertainty)])
+    for k in rows.keys:
+        writer.writerow(["total_mc", "total_mc", "", k, repr(rows.total_mc[k].value),
+                         repr(rows.total_mc[k].uncertainty)])
+    for k in rows.keys:
+        writer.writerow(["data", "data", "", k, repr(rows.data[k]), ""])
     return out.getvalue()
 
 
-def write_yield_tables(results: dict[str, Any], run_dir: Path) -> dict[str, str]:
+def write_yield_tables(results: RunResults, run_dir: Path) -> dict[str, str]:
     """Write yields.json, yields.csv and yields.md; returns ``{"yields_json": "yields.json", …}``."""
     rows = yield_rows(results)
     run_dir.mkdir(parents=True, exist_ok=True)
-    title = f"# Yields of run {results.get('run_id', '')}\n\n"
+    title = f"# Yields of run {results.run_id}\n\n"
     note = ("\nMC yields are sums of the in-range m4l bins with statistical uncertainties "
             "√Σw²; data are event counts.\n")
-    if results.get("status") == "partial":
+    if results.partial:
         note += "\n**PARTIAL run**: some chunks failed, yields are incomplete.\n"
     contents = {
-        "yields_json": ("yields.json", json.dumps(rows, indent=2, allow_nan=False) + "\n"),
+        "yields_json": ("yields.json", json.dumps(rows.to_jsonable(), indent=2, allow_nan=False) + "\n"),
         "yields_csv": ("yields.csv", csv_table(rows)),
         "yields_md": ("yields.md", title + markdown_table(rows) + note),
     }
     outputs: dict[str, str] = {}
     for key, (name, text) in contents.items():
-        tmp = run_dir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(run_dir / name)
+        files.write_text(run_dir / name, text)
         outputs[key] = name
     return outputs

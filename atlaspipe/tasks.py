@@ -1,299 +1,247 @@
-"""Celery tasks: thin adapters from messages to the stage functions, with stable explicit names.
+"""Celery tasks: thin adapters from messages to the run lifecycle, with stable explicit names.
 
-Reliability rules (docs/reliability.md): a chunk's result is stored once (HSETNX), whatever the
-number of deliveries; every chunk ends with a stored result, a success or an error, so nothing is
-silently dropped; and completion (aggregate, then finalize) is triggered by whoever sees the last
-result stored, guarded by a claim, instead of depending on the chord callback alone.
+The lifecycle (``atlaspipe.pipeline.lifecycle``) owns every decision and every write; a task turns
+a message into a lifecycle call and the lifecycle's answer into the next messages. Two rules are the
+tasks' own (docs/reliability.md):
+
+- A message is never acknowledged before its outcome is stored. No task stores a Celery result or a
+  STARTED state (the run records hold the outcome), and a task that cannot reach the records waits
+  for them inside its body, holding the message; past ``backend_patience`` it requeues the message.
+- A chunk's deliveries are counted in the run records, so one that kills its worker every time
+  is failed after ``max_deliveries`` instead of coming back forever.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import os
-import uuid
+import re
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import before_task_publish, task_failure
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.signals import task_failure
 
-from atlaspipe.chunks import Chunk
-from atlaspipe.config import AnalysisConfig, RuntimeSettings
-from atlaspipe.errors import AtlaspipeError, ConfigError
-from atlaspipe.records import PLAN_COPY, REQUEST_COPY, RunRecords, write_run_copy
+from atlaspipe.config import AnalysisConfig, WorkerSettings
+from atlaspipe.model import Chunk, ChunkResult, RunRequest
+from atlaspipe.pipeline.lifecycle import ChunkGate, Lifecycle, worker_name
+from atlaspipe.pipeline.stages import AnalysisStages
+from atlaspipe.records import TRANSIENT_ERRORS, RunRecords
 from atlaspipe.taskapp import app
 
 log = logging.getLogger(__name__)
-
-MAX_TIMEOUT_RETRIES = 2
-"""Retries of a chunk that hit the soft time limit or lost its worker process, before it is failed."""
-BACKEND_RETRIES = 30
-"""Retries, two seconds apart, of a chunk that could not store its result because Redis was away."""
-_records: RunRecords | None = None
-_largest_message_bytes = 0
+T = TypeVar("T")
+_TASK_ID = re.compile(r"\.g(\d+)\.c\d+$")
 
 
-def _seconds(name: str) -> float | None:
-    text = os.environ.get(name, "").strip()
-    if not text:
+@functools.cache
+def settings() -> WorkerSettings:
+    """This worker's settings, read once, when the first task runs (never at import)."""
+    return WorkerSettings.from_env()
+
+
+@functools.cache
+def lifecycle() -> Lifecycle:
+    """This process's lifecycle over the run records on the result backend's Redis."""
+    return Lifecycle(RunRecords(str(app.conf.result_backend)), "celery", AnalysisStages(fence_inputs=True),
+                     max_deliveries=settings().max_deliveries)
+
+
+def patiently(action: Callable[[], T], waiting: Callable[[float], None] | None = None) -> T:
+    """``action()``, waited out while the run records are unreachable (the message stays unacked).
+
+    Past the worker's backend patience the message is requeued, so a long outage delays the run
+    but never drops a chunk. ``waiting(since)`` is told once, after ten seconds.
+    """
+    patience = settings().backend_patience_seconds
+    started = time.monotonic()
+    delay = 0.2
+    told = False
+    while True:
+        try:
+            return action()
+        except TRANSIENT_ERRORS as exc:
+            waited = time.monotonic() - started
+            if waited >= patience:
+                log.warning("result backend unreachable for %.0f s (%s); requeueing the message", waited, exc)
+                raise Reject(exc, requeue=True) from None
+            if not told and waited >= 10.0:
+                told = True
+                log.warning("result backend unreachable (%s); waiting up to %.0f s", exc, patience)
+                if waiting is not None:
+                    waiting(time.time() - waited)
+            time.sleep(min(delay, patience - waited))
+            delay = min(delay * 2, 5.0)
+
+
+def _stalled_note(run_dir: str | None) -> Callable[[float], None] | None:
+    if not run_dir:
         return None
+
+    def note(since: float) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since))
+        lifecycle().note_stalled(Path(run_dir), f"result backend unreachable since {stamp} UTC")
+
+    return note
+
+
+def generation_of(task_id: str | None) -> int:
+    """The generation a chunk task belongs to, from its id (see ``canvas.chunk_task_id``)."""
+    found = _TASK_ID.search(task_id or "")
+    return int(found.group(1)) if found else 0
+
+
+def launch_chunks(run_id: str, chunks: Sequence[Chunk], config: AnalysisConfig, generation: int) -> None:
+    """Publish a run's chunks (and its completion chord); a run whose chunks cannot be queued fails."""
+    from atlaspipe.canvas import run_graph
+
+    if not chunks:
+        complete(run_id)
+        return
     try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={text!r} must be a positive number of seconds")
-    return value
+        # Not a child of the calling task: the ids of a big run would otherwise sit in its request.
+        run_graph(app, run_id, chunks, config, generation).apply_async(add_to_parent=False)
+    except Exception as exc:
+        lifecycle().fail(run_id, f"could not queue the chunks: {exc}")
+        raise
 
 
-def _time_limits() -> dict[str, float]:
-    """Per-task limits from ``ATLASPIPE_TASK_SOFT_TIME_LIMIT`` / ``ATLASPIPE_TASK_TIME_LIMIT``, for
-    operators whose chunks are much faster or slower than celeryconfig's defaults assume."""
-    soft = _seconds("ATLASPIPE_TASK_SOFT_TIME_LIMIT")
-    hard = _seconds("ATLASPIPE_TASK_TIME_LIMIT")
-    limits: dict[str, float] = {}
-    if soft is not None:
-        limits["soft_time_limit"] = soft
-        # The hard limit must leave the soft one time to be handled.
-        limits["time_limit"] = hard if hard is not None else soft + 60
-    elif hard is not None:
-        limits["time_limit"] = hard
-    if "soft_time_limit" in limits and limits["time_limit"] <= limits["soft_time_limit"]:
-        raise ConfigError("ATLASPIPE_TASK_TIME_LIMIT must be larger than ATLASPIPE_TASK_SOFT_TIME_LIMIT")
-    return limits
-
-
-TIME_LIMITS = _time_limits()
-
-
-@before_task_publish.connect
-def _measure_message(body: Any = None, **_: Any) -> None:
-    """Keep the size of the largest task message this process published, for the run records."""
-    global _largest_message_bytes
-    size = len(json.dumps(body, default=str))
-    _largest_message_bytes = max(_largest_message_bytes, size)
-
-
-def records() -> RunRecords:
-    """This process's connection to the run records, on the result backend's Redis."""
-    global _records
-    if _records is None:
-        _records = RunRecords(str(app.conf.result_backend))
-    return _records
-
-
-def run_dir_for(request: dict[str, Any]) -> Path:
-    return Path(request.get("output_dir") or RuntimeSettings.from_env().output_dir) / request["run_id"]
-
-
-def maybe_complete(store: RunRecords, run_id: str) -> bool:
-    """Launch aggregate → finalize if every chunk has a result and nobody has claimed it yet."""
-    if not store.complete(run_id):
-        return False
+def complete(run_id: str) -> None:
+    """If every chunk has a result and nobody claimed the completion yet, launch aggregate → finalize."""
     from atlaspipe.canvas import completion_graph
 
-    generation = store.generation(run_id)
-    owner = f"{run_id}.g{generation}.complete-{uuid.uuid4().hex[:8]}"
-    if not store.claim_completion(run_id, generation, owner):
-        return False
+    owner = patiently(lambda: lifecycle().completion_owner(run_id))
+    if owner is None:
+        return
     log.info("run %s: every chunk has a result; launching aggregation (%s)", run_id, owner)
-    completion_graph(run_id, owner).apply_async()
-    return True
-
-
-@app.task(name="atlaspipe.plan_run", bind=True, **TIME_LIMITS)
-def plan_run(self: Task, run_id: str) -> dict[str, Any]:
-    """``load`` stage: resolve the inputs, cut chunks, store the plan and launch the graph."""
-    from atlaspipe.canvas import run_graph
-    from atlaspipe.inputs import check_submitted_inputs
-    from atlaspipe.planning import plan_run as make_plan
-    from atlaspipe.planning import resolve_inputs
-
-    store = records()
-    request = store.request(run_id)
-    if store.meta(run_id).get("state") not in ("submitted", "planning"):
-        # A redelivered planning message: the run was planned and launched already.
-        return {"run_id": run_id, "duplicate": True}
-    store.set_state(run_id, "planning")
-    run_dir = run_dir_for(request)
-    write_run_copy(run_dir, REQUEST_COPY, request)
     try:
-        check_submitted_inputs(request.get("inputs", []))
-        release, files = resolve_inputs(
-            request.get("release"), request.get("inputs", []), request.get("samples", []),
-            request.get("base_url"), bool(request.get("fetch", False)),
-        )
-        config = AnalysisConfig(**{**request.get("config", {}), "release": release})
-        plan = make_plan(run_id, config, files, allow_partial=bool(request.get("allow_partial", False)))
-    except AtlaspipeError as exc:
-        store.set_state(run_id, "failed", message=str(exc))
-        log.warning("run %s: planning failed: %s", run_id, exc)
-        return {"run_id": run_id, "error": str(exc)}
-    store.save_plan(plan)
-    # The plan on disk lets `resume` rebuild the run should Redis lose it.
-    write_run_copy(run_dir, PLAN_COPY, plan.to_dict(with_chunks=True))
-    store.set_state(run_id, "running", chunks_total=len(plan.chunks), notes=plan.notes)
-    global _largest_message_bytes
-    _largest_message_bytes = 0
-    if plan.chunks:
-        # Not a child of this task: the 10,000 ids of a big run would otherwise sit in its result.
-        run_graph(run_id, plan.chunks, config.to_json_dict(), store.generation(run_id)).apply_async(
-            add_to_parent=False)
-    else:
-        maybe_complete(store, run_id)
-    store.set_state(run_id, "running", largest_message_bytes=_largest_message_bytes)
-    return {"run_id": run_id, "chunks_total": len(plan.chunks)}
+        completion_graph(app, run_id, owner).apply_async(add_to_parent=False)
+    except Exception as exc:
+        # The claim is ours, so nobody else will complete this generation: the message comes back
+        # and its redelivery (a duplicate) publishes the completion under the same claim.
+        log.warning("run %s: could not queue the completion (%s); requeueing", run_id, exc)
+        raise Reject(exc, requeue=True) from None
 
 
-def _failed_record(work: Chunk, reason: str, host: str | None) -> dict[str, Any]:
-    return {"chunk_id": work.chunk_id, "sample": work.sample, "host": host, "pid": os.getpid(),
-            "error": f"{work.source} [{work.entry_start}, {work.entry_stop}): {reason}"}
+@app.task(name="atlaspipe.plan_run", bind=True)
+def plan_run(self: Task, request: dict[str, Any]) -> None:
+    """``load`` stage: register the run, plan it and launch its chunks."""
+    submitted = RunRequest.from_jsonable(request, "plan_run message")
+    run_id = submitted.run_id
+    patiently(lambda: lifecycle().submit(submitted))
+    plan = patiently(lambda: lifecycle().plan(run_id, owner=str(self.request.id)))
+    if plan is not None:
+        launch_chunks(run_id, plan.chunks, plan.config, lifecycle().store.generation(run_id))
 
 
-@app.task(name="atlaspipe.process_chunk", bind=True, acks_late=True, max_retries=MAX_TIMEOUT_RETRIES,
-          retry_on_worker_lost=True, default_retry_delay=1, **TIME_LIMITS)
+@app.task(name="atlaspipe.resume_run", bind=True)
+def resume_run(self: Task, run_dir: str) -> None:
+    """``load`` stage: rebuild a run's records from its folder if they were lost, then relaunch
+    what has no result, or plan it again if it never got a plan."""
+    run_id = Path(run_dir).name
+    current = lifecycle()
+    patiently(lambda: current.restore(Path(run_dir)))
+    chunks = patiently(lambda: current.resume(run_id))
+    if chunks is None:
+        from atlaspipe.canvas import submission
+
+        submission(app, current.store.request(run_id)).apply_async(add_to_parent=False)
+        return
+    plan = current.store.plan(run_id)
+    assert plan is not None
+    launch_chunks(run_id, chunks, plan.config, current.store.generation(run_id))
+
+
+@app.task(name="atlaspipe.cancel_run", bind=True)
+def cancel_run(self: Task, run_id: str, reason: str = "cancelled") -> None:
+    """``load`` stage: end a run as cancelled; its queued chunks are skipped when delivered."""
+    patiently(lambda: lifecycle().cancel(run_id, reason))
+
+
+@app.task(name="atlaspipe.clean_runs", bind=True)
+def clean_runs(self: Task, older_than_days: float) -> None:
+    """``load`` stage: remove the records and folders of runs that ended more than this many days ago."""
+    from datetime import timedelta
+
+    removed = lifecycle().clean(timedelta(days=older_than_days))
+    log.info("removed %d run(s) that ended more than %g day(s) ago", len(removed), older_than_days)
+
+
+@app.task(name="atlaspipe.process_chunk", bind=True, acks_late=True, reject_on_worker_lost=True)
 def process_chunk(self: Task, run_id: str, chunk: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """``process`` stage: one chunk's histograms, stored by reference; returns a tiny acknowledgement."""
+    """``process`` stage: one chunk's histograms, stored in the run records; returns a small
+    acknowledgement for the chord and the worker's metrics."""
     from atlaspipe.processing import process_chunk as run_chunk
     from atlaspipe.reading import use_fast_zlib
 
-    store = records()
-    work = Chunk.from_dict(chunk)
-    try:
-        stored, state = store.chunk_status(run_id, work.chunk_id)
-    except redis.RedisError as exc:
-        raise self.retry(exc=exc, countdown=2, max_retries=BACKEND_RETRIES) from None
-    if stored or state == "succeeded":
-        log.info("run %s chunk %d: already has a result; duplicate delivery not counted", run_id, work.chunk_id)
-        return {"chunk_id": work.chunk_id, "sample": work.sample, "ok": True, "duplicate": True}
+    work = Chunk.from_jsonable(chunk, "process_chunk message")
+    worker = str(self.request.hostname or worker_name())
+    current = lifecycle()
+    start = patiently(lambda: current.start_chunk(run_id, work, generation_of(self.request.id), worker))
+    if start.gate is not ChunkGate.RUN:
+        if start.gate is ChunkGate.STOPPED:
+            log.info("run %s chunk %d: the run is not running (cancelled, ended or unknown); chunk skipped",
+                     run_id, work.chunk_id)
+            patiently(lambda: current.skip_chunk(run_id, work.chunk_id))
+        else:
+            if start.gate is ChunkGate.DUPLICATE:
+                log.info("run %s chunk %d: already has a result; duplicate delivery not counted", run_id,
+                         work.chunk_id)
+            # A duplicate, or a chunk just failed for its deliveries: the run may be complete now
+            # and its completion never launched (the first delivery died before launching it).
+            complete(run_id)
+        return {"chunk_id": work.chunk_id, "sample": work.sample, "ok": start.gate is ChunkGate.DUPLICATE,
+                "duplicate": True}
     use_fast_zlib()
     try:
-        result = run_chunk(work, AnalysisConfig(**config))
+        result = run_chunk(work, AnalysisConfig(**config), worker, passthrough=(SoftTimeLimitExceeded,))
     except SoftTimeLimitExceeded:
-        if self.request.retries < MAX_TIMEOUT_RETRIES:
+        if start.deliveries < settings().max_deliveries:
             log.warning("run %s chunk %d: soft time limit exceeded; retrying", run_id, work.chunk_id)
             raise self.retry(countdown=1) from None
-        result = _failed_record(work, f"exceeded the task time limit {MAX_TIMEOUT_RETRIES + 1} times",
-                                self.request.hostname)
-    except Exception as exc:
-        # Whatever a strange file makes the libraries raise, the chunk ends as a reported failure,
-        # never as a lost one.
-        log.exception("run %s chunk %d: unexpected error", run_id, work.chunk_id)
-        result = _failed_record(work, f"unexpected error {type(exc).__name__}: {str(exc)[:300]}",
-                                self.request.hostname)
-    result["worker"] = self.request.hostname
-    try:
-        counted = store.save_chunk_result(run_id, result)
-        if counted:
-            maybe_complete(store, run_id)
-    except redis.RedisError as exc:
-        log.warning("run %s chunk %d: result backend unavailable (%s); retrying", run_id, work.chunk_id, exc)
-        raise self.retry(exc=exc, countdown=2, max_retries=BACKEND_RETRIES) from None
-    if not counted:
-        log.info("run %s chunk %d: result stored by another delivery; not counted", run_id, work.chunk_id)
-    return {
-        "chunk_id": work.chunk_id, "sample": work.sample, "ok": "error" not in result, "duplicate": not counted,
-        "events_read": result.get("events_read", 0), "events_selected": result.get("events_selected", 0),
-        "bytes_read": result.get("bytes_read", 0),
-    }
+        result = ChunkResult.failed(work, f"exceeded the task time limit on each of its {start.deliveries} "
+                                    "deliveries", worker)
+    completes = patiently(lambda: current.chunk_done(run_id, result), waiting=_stalled_note(start.run_dir))
+    if completes:
+        complete(run_id)
+    return {"chunk_id": work.chunk_id, "sample": work.sample, "ok": result.ok, "duplicate": False,
+            "events_read": result.events_read, "events_selected": result.events_selected,
+            "bytes_read": result.bytes_read}
 
 
 @task_failure.connect
 def _record_failed_chunk(sender: Any = None, exception: BaseException | None = None, args: Any = None,
                          kwargs: Any = None, **_: Any) -> None:
-    """A chunk task that failed for good (hard time limit, worker lost too often, backend retries
-    exhausted) is stored as a failed chunk, so the run finishes and says which chunk and why."""
+    """A chunk task that failed for good outside its body (the hard time limit) is stored as a failed
+    chunk, so the run finishes and says which chunk and why."""
     if getattr(sender, "name", None) != "atlaspipe.process_chunk":
         return
     try:
         values = [*(args or ()), None, None]
         run_id = (kwargs or {}).get("run_id", values[0])
-        work = Chunk.from_dict((kwargs or {}).get("chunk", values[1]))
+        work = Chunk.from_jsonable((kwargs or {}).get("chunk", values[1]))
         reason = f"task failed on the worker: {type(exception).__name__}: {str(exception)[:300]}"
-        store = records()
-        if store.save_chunk_result(run_id, _failed_record(work, reason, None)):
-            log.warning("run %s chunk %d: %s", run_id, work.chunk_id, reason)
-            maybe_complete(store, run_id)
+        if lifecycle().chunk_done(run_id, ChunkResult.failed(work, reason, worker_name())):
+            complete(run_id)
+        log.warning("run %s chunk %d: %s", run_id, work.chunk_id, reason)
     except Exception:
         log.exception("could not record the failure of a chunk task")
 
 
-@app.task(name="atlaspipe.aggregate_run", bind=True, **TIME_LIMITS)
-def aggregate_run(self: Task, run_id: str, owner: str | None = None) -> dict[str, Any]:
-    """``aggregate`` stage: merge the stored chunk histograms in chunk-id order and scale them.
-
-    Runs only when every chunk has a result and this task holds the run's completion claim, so an
-    early chord callback (duplicate deliveries count twice in Celery's chord counter) or a second
-    trigger does nothing.
-    """
-    from atlaspipe.processing import aggregate
-
-    store = records()
-    if not store.complete(run_id):
-        missing = len(store.missing_chunk_ids(run_id))
-        log.info("run %s: aggregation asked with %d chunk(s) still without a result; the last one "
-                 "to finish completes the run", run_id, missing)
-        return {"run_id": run_id, "aggregated": False, "missing": missing}
-    generation = store.generation(run_id)
-    if not store.claim_completion(run_id, generation, owner or str(self.request.id)):
-        return {"run_id": run_id, "aggregated": False, "claimed_elsewhere": True}
-    store.set_state(run_id, "aggregating")
-    plan = store.load_plan(run_id)
-    aggregated = aggregate(plan, store.chunk_results(run_id))
-    store.save_aggregate(run_id, aggregated)
-    store.set_state(run_id, "aggregating", aggregated_generation=generation)
-    return {"run_id": run_id, "aggregated": True, "chunks_failed": len(aggregated["failed"])}
+@app.task(name="atlaspipe.aggregate_run", bind=True, acks_late=True, reject_on_worker_lost=True)
+def aggregate_run(self: Task, run_id: str, owner: str | None = None) -> None:
+    """``aggregate`` stage: merge the stored chunk results in chunk-id order, under the run's
+    completion claim (the chord callback without an owner claims it with its own task id)."""
+    claimant = owner or str(self.request.id)
+    patiently(lambda: lifecycle().aggregate(run_id, claimant))
 
 
-@app.task(name="atlaspipe.finalize_run", bind=True, **TIME_LIMITS)
-def finalize_run(self: Task, run_id: str) -> dict[str, Any]:
-    """``plot`` stage: statistics, figures, tables, results.json and the manifest.
-
-    Every aggregate step is chained to one of these; only the first to find this generation's
-    aggregate finalizes it, the others (after an aggregate that did nothing) return at once.
-    """
-    from atlaspipe.processing import finalize, write_json
-
-    store = records()
-    generation = store.generation(run_id)
-    aggregated_generation = int(store.meta(run_id).get("aggregated_generation", -1))
-    if aggregated_generation != generation or not store.claim_completion(
-            run_id, generation, str(self.request.id), step="finalize"):
-        return {"run_id": run_id, "finalized": False}
-    store.set_state(run_id, "plotting")
-    request = store.request(run_id)
-    plan = store.load_plan(run_id)
-    aggregated = store.load_aggregate(run_id)
-    chunk_results = store.chunk_results(run_id)
-    workers = sorted({r.get("worker") or r.get("host") or "?" for r in chunk_results.values()})
-    meta = store.meta(run_id)
-    run_info = {
-        "executor": "celery", "workers": workers, "submitted_by": request.get("submitted_by"),
-        "timings": {"submitted": meta.get("created"), "finalized_by": self.request.hostname},
-        "generation": store.generation(run_id),
-    }
-    run_dir = run_dir_for(request)
-    allow_partial = bool(request.get("allow_partial", False))
-    results = finalize(aggregated, plan, run_dir, run_info, allow_partial=allow_partial)
-    failed = results["chunks"]["failed"]
-    if failed and not allow_partial:
-        state = "failed"
-        message = f"{len(failed)} of {len(plan.chunks)} chunk(s) failed"
-    else:
-        state = "partial" if failed else "succeeded"
-        message = f"PARTIAL: {len(failed)} of {len(plan.chunks)} chunk(s) failed" if failed else ""
-    store.set_state(run_id, state, run_dir=str(run_dir), message=message, failed=failed[:200])
-    meta = store.meta(run_id)
-    write_json(run_dir / "status.json", {
-        "run_id": run_id, "state": state, "chunks_total": len(plan.chunks),
-        "chunks_done": len(chunk_results), "chunks_failed": len(failed),
-        "events_read": int(meta.get("events_read", 0)), "started": meta.get("created"),
-        "updated": meta.get("updated"), "message": message, "executor": "celery", "failed": failed,
-        "missing": results.get("missing", {}),
-    })
-    if state == "succeeded" and not request.get("keep_records", False):
-        store.release_bulk(run_id)
-    return {"run_id": run_id, "state": state, "run_dir": str(run_dir), "finalized": True}
+@app.task(name="atlaspipe.finalize_run", bind=True, acks_late=True, reject_on_worker_lost=True)
+def finalize_run(self: Task, run_id: str) -> None:
+    """``plot`` stage: statistics, figures, tables, results.json, the manifest and the final state."""
+    current = lifecycle()
+    workers = patiently(lambda: sorted({r.worker for r in current.store.chunk_results(run_id).values()}))
+    patiently(lambda: current.finalize(run_id, str(self.request.id), workers))

@@ -3,7 +3,7 @@
 Pages: ``/`` (run list), ``/runs/<id>/`` (plots, yields, significance, fit, manifest; live
 progress while running), ``/runs/<id>/<file>`` (a file of the run folder), ``/api/runs`` and
 ``/api/runs/<id>/status`` (JSON polled by the pages), ``/healthz`` (container probes).
-``write_report`` renders the same run page as a static ``report.html`` for the finalize stage.
+The pages are rendered by atlaspipe.report, which also writes the static ``report.html``.
 """
 
 from __future__ import annotations
@@ -14,79 +14,37 @@ import base64
 import binascii
 import hmac
 import html
-import json
 import os
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from atlaspipe.config import is_loopback
-from atlaspipe.errors import AtlaspipeError, ConfigError
+from atlaspipe.errors import AtlaspipeError, ConfigError, SchemaError
+from atlaspipe.model import Document, Manifest, RunResults, RunStatus
+from atlaspipe.report import RunFolder, page, progress_of, render_run_list, render_run_page, static_text, timestamp
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-TERMINAL_STATES = frozenset({"succeeded", "failed", "partial"})
 # Run ids and file names: one path segment of plain characters, so nothing can name a parent,
 # a separator or an encoded form of either.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")
 _SERVED_SUFFIXES = frozenset({".png", ".pdf", ".svg", ".json", ".csv", ".md", ".html", ".txt",
                               ".log"})
 _STATIC_FILES = {"live.js": "application/javascript", "style.css": "text/css"}
-_PLOT_CAPTIONS = {"m4l_4e": "4e channel", "m4l_4mu": "4μ channel", "m4l_2e2mu": "2e2μ channel",
-                  "m4l_ratio": "with data/MC ratio"}
+_DOCUMENTS = ("manifest.json", "status.json", "results.json")
+
+D = TypeVar("D", bound=Document)
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading run folders
-
-
-@dataclass
-class Run:
-    """What a run folder holds; any of the three JSON files may be missing or half-written."""
-
-    run_id: str
-    path: Path
-    manifest: dict[str, Any] | None
-    status: dict[str, Any] | None
-    results: dict[str, Any] | None
-
-    @property
-    def state(self) -> str:
-        if self.status and self.status.get("state"):
-            return str(self.status["state"])
-        if self.results:
-            return "partial" if self.results.get("status") == "partial" else "succeeded"
-        return "unknown"
-
-    @property
-    def started(self) -> Any:
-        for source in (self.status, self.manifest):
-            if source:
-                for key in ("started", "created", "submitted"):
-                    if source.get(key) is not None:
-                        return source[key]
-        return None
-
-    def sort_key(self) -> float:
-        stamp = _timestamp(self.started)
-        return stamp if stamp is not None else self.path.stat().st_mtime
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def safe_child(parent: Path, name: str) -> Path | None:
@@ -101,339 +59,63 @@ def safe_child(parent: Path, name: str) -> Path | None:
     return child
 
 
-def load_run(output: Path, run_id: str) -> Run | None:
+def _read(kind: type[D], path: Path, problems: list[str]) -> D | None:
+    """The document at ``path``; None if there is none, or if it is invalid (said in ``problems``)."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problems.append(f"{path.name}: cannot read: {exc.strerror or exc}")
+        return None
+    try:
+        # Named by its file name alone: the page does not show where the server keeps its runs.
+        return kind.from_json(text, path.name)
+    except SchemaError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def load_run(output: Path, run_id: str) -> RunFolder | None:
     """The run ``run_id`` of ``output``, or None if there is no such run folder."""
     path = safe_child(output, run_id)
-    if path is None or not path.is_dir():
+    if path is None or not path.is_dir() or not any((path / n).exists() for n in _DOCUMENTS):
         return None
-    files = [_read_json(path / n) for n in ("manifest.json", "status.json", "results.json")]
-    if all(f is None for f in files) and not any(
-        (path / n).exists() for n in ("manifest.json", "status.json", "results.json")
-    ):
-        return None
-    return Run(run_id=path.name, path=path, manifest=files[0], status=files[1], results=files[2])
+    problems: list[str] = []
+    manifest = _read(Manifest, path / "manifest.json", problems)
+    status = _read(RunStatus, path / "status.json", problems)
+    results = _read(RunResults, path / "results.json", problems)
+    return RunFolder(run_id=path.name, path=path, results=results, status=status, manifest=manifest,
+                     problems=tuple(problems))
 
 
-def list_runs(output: Path) -> list[Run]:
+def _sort_key(run: RunFolder) -> float:
+    stamp = timestamp(run.started)
+    return stamp if stamp is not None else run.path.stat().st_mtime
+
+
+def list_runs(output: Path) -> list[RunFolder]:
     """Every run folder of ``output``, newest first."""
     if not output.is_dir():
         return []
     runs = [r for p in output.iterdir() if p.is_dir() and (r := load_run(output, p.name))]
-    runs.sort(key=Run.sort_key, reverse=True)
+    runs.sort(key=_sort_key, reverse=True)
     return runs
 
 
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return None
-
-
-def _time_text(value: Any) -> str:
-    stamp = _timestamp(value)
-    if stamp is None:
-        return "" if value is None else str(value)
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def status_payload(run: Run) -> dict[str, Any]:
-    """The JSON of ``/api/runs/<id>/status``: status.json with derived fields filled in."""
-    status = dict(run.status or {})
-    status.setdefault("run_id", run.run_id)
-    status["state"] = run.state
-    for key in ("chunks_total", "chunks_done", "chunks_failed", "events_read"):
-        status.setdefault(key, 0)
-    if not run.status and run.results:
-        total = int(run.results.get("chunks", {}).get("total", 0))
-        failed = len(run.results.get("chunks", {}).get("failed", []))
-        status.update(chunks_total=total, chunks_done=total - failed, chunks_failed=failed)
-    status["started_text"] = _time_text(status.get("started"))
-    status["updated_text"] = _time_text(status.get("updated"))
-    return status
-
-
-def run_summary(run: Run) -> dict[str, Any]:
-    """Headline facts of a run for the list page and ``/api/runs``."""
-    results = run.results or {}
-    fit = results.get("fit") or {}
-    sig = results.get("significance") or {}
+def run_summary(run: RunFolder) -> dict[str, Any]:
+    """Headline facts of a run for ``/api/runs``."""
+    results = run.results
+    fit = results.fit if results is not None else None
+    sig = results.significance if results is not None else None
     return {
-        "run_id": run.run_id, "state": run.state, "started": _time_text(run.started),
-        "release": results.get("release") or (run.manifest or {}).get("release"),
-        "inputs": _inputs(run), "status": status_payload(run),
-        "mu": fit.get("mu"), "mu_uncertainty": fit.get("mu_uncertainty"),
-        "significance_observed": fit.get("significance_observed"),
-        "significance_expected": fit.get("significance_expected"),
-        "significance_notebook": sig.get("notebook"), "n_data_window": sig.get("n_data"),
+        "run_id": run.run_id, "state": run.state, "started": run.started, "release": run.release,
+        "inputs": run.inputs(), "status": progress_of(run).to_jsonable(), "problems": list(run.problems),
+        "mu": fit.mu if fit else None, "mu_uncertainty": fit.mu_uncertainty if fit else None,
+        "significance_observed": fit.significance_observed if fit else None,
+        "significance_expected": fit.significance_expected if fit else None,
+        "significance_notebook": sig.notebook if sig else None, "n_data_window": sig.n_data if sig else None,
     }
-
-
-def _inputs(run: Run) -> list[str]:
-    raw = (run.results or {}).get("inputs") or (run.manifest or {}).get("inputs") or []
-    names: list[str] = []
-    for item in raw if isinstance(raw, list) else []:
-        name = item.get("sample") or item.get("source") if isinstance(item, dict) else item
-        if name is not None and str(name) not in names:
-            names.append(str(name))
-    return names
-
-
-# ---------------------------------------------------------------------------------------------
-# HTML
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _num(value: Any, fmt: str = ".3f") -> str:
-    return format(value, fmt) if isinstance(value, int | float) else "—"
-
-
-def _static_text(name: str) -> str:
-    return resources.files("atlaspipe").joinpath("web", name).read_text(encoding="utf-8")
-
-
-def _page(title: str, body: str, live: bool) -> str:
-    script = '<script src="/static/live.js" defer></script>' if live else ""
-    home = '<a href="/">atlaspipe</a>' if live else "<b>atlaspipe</b>"
-    return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_e(title)}</title><style>{_static_text('style.css')}</style>{script}</head>"
-        f"<body><header class=\"top\">{home}<span>H → ZZ* → 4ℓ with ATLAS Open Data</span>"
-        f"</header><main>{body}</main></body></html>\n"
-    )
-
-
-def _progress_html(run: Run, element_id: str | None = "progress") -> str:
-    s = status_payload(run)
-    total, done = int(s["chunks_total"] or 0), int(s["chunks_done"] or 0)
-    ident = f' id="{element_id}"' if element_id else ""
-    return (
-        f'<div class="progress"{ident} data-run="{_e(run.run_id)}" data-state="{_e(s["state"])}">'
-        f'<span class="badge {_e(s["state"])}">{_e(s["state"])}</span> '
-        f'<progress max="{max(total, 1)}" value="{done}"></progress>'
-        f'<div><span class="chunks-done">{done}</span> / <span class="chunks-total">{total}'
-        f'</span> chunks done, <span class="chunks-failed">{_e(s["chunks_failed"])}</span> failed,'
-        f' <span class="events-read">{int(s["events_read"] or 0):,}</span> events read</div>'
-        f'<div class="muted"><span class="message">{_e(s.get("message"))}</span> · '
-        f'updated <span class="updated">{_e(s["updated_text"])}</span></div></div>'
-    )
-
-
-def render_run_list(output: Path, runs: list[Run]) -> str:
-    """The ``/`` page."""
-    if not runs:
-        body = f"<h1>Runs</h1><p class=\"muted\">No runs yet in {_e(output)}.</p>"
-        return _page("atlaspipe runs", body, live=True)
-    rows = []
-    for run in runs:
-        s = run_summary(run)
-        st = s["status"]
-        inputs = s["inputs"]
-        shown = ", ".join(inputs[:4]) + (f", … ({len(inputs)} in all)" if len(inputs) > 4 else "")
-        mu = (f"{_num(s['mu'], '.2f')} ± {_num(s['mu_uncertainty'], '.2f')}"
-              if s["mu"] is not None else "—")
-        z_text = (f"{_num(s['significance_observed'], '.2f')} "
-                  f"({_num(s['significance_expected'], '.2f')})"
-                  if s["significance_observed"] is not None else "—")
-        rows.append(
-            f'<tr data-run="{_e(run.run_id)}"><td><a href="/runs/{_e(run.run_id)}/">'
-            f'{_e(run.run_id)}</a></td>'
-            f'<td><span class="badge {_e(s["state"])}">{_e(s["state"])}</span><br>'
-            f'<span class="chunks-done">{_e(st["chunks_done"])}</span>/'
-            f'<span class="chunks-total">{_e(st["chunks_total"])}</span> chunks</td>'
-            f'<td>{_e(s["started"])}</td><td>{_e(s["release"])}</td><td>{_e(shown)}</td>'
-            f'<td class="num">{mu}</td>'
-            f'<td class="num">{z_text}</td>'
-            f'<td class="num">{_num(s["significance_notebook"], ".3f")}</td></tr>'
-        )
-    body = (
-        "<h1>Runs</h1><div class=\"scroll\"><table id=\"runs\"><thead><tr><th>Run</th>"
-        "<th>Status</th><th>Started</th><th>Release</th><th>Inputs</th><th class=\"num\">μ̂</th>"
-        "<th class=\"num\">Z obs (exp)</th><th class=\"num\">Z notebook</th></tr></thead><tbody>"
-        + "".join(rows) + "</tbody></table></div>"
-    )
-    return _page("atlaspipe runs", body, live=True)
-
-
-def _plots_html(run_dir: Path, results: dict[str, Any]) -> str:
-    outputs = results.get("outputs") or {}
-    channels = [f"m4l_{c}" for c in results.get("channels", [])]
-
-    def figure(stem: str) -> str:
-        png = outputs.get(f"{stem}_png", f"{stem}.png")
-        if not (run_dir / png).is_file():
-            return ""
-        pdf = outputs.get(f"{stem}_pdf", f"{stem}.pdf")
-        link = f' · <a href="{_e(pdf)}">PDF</a>' if (run_dir / pdf).is_file() else ""
-        cls = ' class="main"' if stem == "m4l" else ""
-        caption = _PLOT_CAPTIONS.get(stem, "all channels")
-        return (f'<figure{cls}><img src="{_e(png)}" alt="{_e(stem)}" id="plot-{_e(stem)}">'
-                f"<figcaption>m4l, {_e(caption)}{link}</figcaption></figure>")
-
-    rows = ["".join(figure(s) for s in ("m4l", "m4l_ratio")), "".join(map(figure, channels))]
-    if not any(rows):
-        return "<p class=\"muted\">No plots yet.</p>"
-    return "".join(f'<div class="plots">{row}</div>' for row in rows if row)
-
-
-def _yields_html(run_dir: Path, results: dict[str, Any]) -> str:
-    from atlaspipe.tables import ALL, CHANNEL_TEXT, yield_rows
-
-    rows = _read_json(run_dir / "yields.json") or yield_rows(results)
-    keys = [*rows["channels"], ALL]
-    head = "".join(f'<th class="num">{_e(CHANNEL_TEXT.get(k, k))}</th>' for k in keys)
-
-    def cells(per: dict[str, Any]) -> str:
-        return "".join(f'<td class="num">{per[k]["yield"]:.3f} ± {per[k]["uncertainty"]:.3f}</td>'
-                       for k in keys)
-
-    body = []
-    for group in rows["groups"]:
-        for sample in rows["samples"]:
-            if sample["group"] == group["id"]:
-                body.append(f'<tr class="sample"><td>{_e(sample["name"])}</td>'
-                            f'{cells(sample["yields"])}</tr>')
-        body.append(f'<tr class="group"><td>{_e(group["text"])}</td>{cells(group["yields"])}</tr>')
-    body.append(f'<tr class="total"><td>Total MC</td>{cells(rows["total_mc"])}</tr>')
-    data = "".join(f'<td class="num">{rows["data"][k]:.0f}</td>' for k in keys)
-    body.append(f'<tr class="data"><td>Data</td>{data}</tr>')
-    links = " · ".join(f'<a href="yields.{x}">{x.upper()}</a>' for x in ("json", "csv", "md")
-                       if (run_dir / f"yields.{x}").is_file())
-    return (f'<div class="scroll"><table id="yields"><thead><tr><th>Sample / group</th>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-            f'<p class="muted">Statistical uncertainties √Σw². {links}</p>')
-
-
-def _facts(items: list[tuple[str, str]], element_id: str) -> str:
-    inner = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in items)
-    return f'<dl class="facts" id="{element_id}">{inner}</dl>'
-
-
-def _significance_html(results: dict[str, Any]) -> str:
-    sig = results.get("significance") or {}
-    if not sig:
-        return "<p class=\"muted\">Not computed.</p>"
-    lo, hi = (sig.get("window_gev") or [None, None])[:2]
-    return _facts([
-        ("Mass window", f"{_num(lo, 'g')}–{_num(hi, 'g')} GeV"),
-        ("N (S+B, stacked MC)", _num(sig.get("n_sig_plus_bg"))),
-        ("N background", _num(sig.get("n_bg"))),
-        ("N signal", _num(sig.get("n_sig"))),
-        ("N data", _num(sig.get("n_data"), ".0f")),
-        ("Notebook Z = N/√(B+0.3B²)", f"<b>{_num(sig.get('notebook'))}</b>"),
-        ("Asimov Z_A (median expected)", f"<b>{_num(sig.get('asimov'))}</b>"),
-    ], "significance")
-
-
-def _fit_html(results: dict[str, Any]) -> str:
-    fit = results.get("fit") or {}
-    if not fit:
-        return "<p class=\"muted\">Not fitted.</p>"
-    error = f'<div class="error">{_e(fit["error"])}</div>' if fit.get("error") else ""
-    up, down = fit.get("mu_uncertainty_up"), fit.get("mu_uncertainty_down")
-    asym = (f" (+{_num(up)} / −{_num(down)})" if up is not None and down is not None else "")
-    return error + _facts([
-        ("Best-fit μ", f"<b>{_num(fit.get('mu'))} ± {_num(fit.get('mu_uncertainty'))}</b>{asym}"),
-        ("Observed significance", f"<b>{_num(fit.get('significance_observed'), '.2f')} σ</b> "
-                                  f"(p₀ = {_num(fit.get('p_value_observed'), '.3g')})"),
-        ("Expected significance", f"{_num(fit.get('significance_expected'), '.2f')} σ "
-                                  f"(p₀ = {_num(fit.get('p_value_expected'), '.3g')})"),
-        ("Background normalisation unc.", _num(fit.get("background_norm_uncertainty"), ".0%")),
-        ("MC statistics (staterror)", _e(fit.get("staterror"))),
-        ("Bins used", f"{_e(fit.get('bins_used'))} of {_e(fit.get('bins_total'))}"),
-        ("Converged", _e(fit.get("converged"))),
-        ("Method", _e(fit.get("method"))),
-    ], "fit")
-
-
-def _partial_html(results: dict[str, Any]) -> str:
-    if results.get("status") != "partial":
-        return ""
-    missing = results.get("missing") or {}
-    rows = "".join(
-        f"<tr><td>{_e(name)}</td><td class=\"num\">{_e(m.get('chunks_failed'))}</td>"
-        f"<td class=\"num\">{_e(m.get('events_lost'))}</td>"
-        f"<td class=\"num\">{_num(m.get('fraction_lost'), '.1%')}</td></tr>"
-        for name, m in missing.items()
-    )
-    table = (f"<table><tr><th>Sample</th><th>Chunks failed</th><th>Events lost</th>"
-             f"<th>Fraction lost</th></tr>{rows}</table>") if rows else ""
-    return (f'<div class="warning" id="partial"><b>PARTIAL results</b>: some chunks failed, so '
-            f"the yields below are incomplete.{table}</div>")
-
-
-def render_run_page(run: Run, live: bool) -> str:
-    """A run's page; ``live`` adds the polling script (server) instead of a static snapshot."""
-    results = run.results or {}
-    parts = [f"<h1>Run {_e(run.run_id)}</h1>"]
-    facts = [("Status", f'<span class="badge {_e(run.state)}">{_e(run.state)}</span>'),
-             ("Started", _e(_time_text(run.started)))]
-    if run.state in TERMINAL_STATES:
-        st = status_payload(run)
-        facts.append(("Chunks", f"{_e(st['chunks_done'])} of {_e(st['chunks_total'])} done, "
-                                f"{_e(st['chunks_failed'])} failed"))
-    if results:
-        facts += [("Release", _e(results.get("release"))),
-                  ("Luminosity", f"{_num(results.get('luminosity_fb'), 'g')} fb⁻¹"),
-                  ("Data events selected (in range)",
-                   f"{_e(results.get('data', {}).get('events_selected'))} "
-                   f"({_e(results.get('data', {}).get('events_in_range'))})")]
-    parts.append(_facts(facts, "run-facts"))
-    if run.state not in TERMINAL_STATES:
-        parts += ["<h2>Progress</h2>", _progress_html(run)]
-    if results:
-        parts += [_partial_html(results), "<h2>m4l distribution</h2>",
-                  _plots_html(run.path, results),
-                  "<h2>Significance</h2>", _significance_html(results),
-                  "<h2>Profile-likelihood fit (pyhf)</h2>", _fit_html(results),
-                  "<h2>Yields</h2>", _yields_html(run.path, results),
-                  "<h2>Inputs</h2>", _inputs_html(results)]
-    elif run.state in TERMINAL_STATES:
-        msg = (run.status or {}).get("message") or "no results were written"
-        parts.append(f'<div class="error">{_e(msg)}</div>')
-    else:
-        parts.append('<p class="muted">Results appear here when the run finishes.</p>')
-    if run.manifest is not None:
-        parts += ["<h2>Manifest</h2>",
-                  f'<pre id="manifest">{_e(json.dumps(run.manifest, indent=2))}</pre>']
-    return _page(f"atlaspipe run {run.run_id}", "".join(parts), live=live)
-
-
-def _inputs_html(results: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(i.get('sample'))}</td><td>{_e(i.get('source'))}</td>"
-        f"<td class=\"num\">{_e(i.get('entries'))}</td>"
-        f"<td class=\"num\">{_e(i.get('size_bytes'))}</td></tr>"
-        for i in results.get("inputs", []) if isinstance(i, dict)
-    )
-    if not rows:
-        return "<p class=\"muted\">None recorded.</p>"
-    return ("<div class=\"scroll\"><table id=\"inputs\"><tr><th>Sample</th><th>Source</th>"
-            f"<th class=\"num\">Entries</th><th class=\"num\">Bytes</th></tr>{rows}</table></div>")
-
-
-def write_report(results: dict[str, Any], manifest: dict[str, Any] | None, run_dir: Path) -> str:
-    """Write the static ``report.html`` beside the run's plots; returns its file name."""
-    run = Run(run_id=str(results.get("run_id", run_dir.name)), path=run_dir, manifest=manifest,
-              status=_read_json(run_dir / "status.json"), results=results)
-    if run.state not in TERMINAL_STATES:
-        # The report is written at the end of finalize, before the final status lands.
-        run.status = None
-    tmp = run_dir / ".report.html.tmp"
-    tmp.write_text(render_run_page(run, live=False), encoding="utf-8")
-    tmp.replace(run_dir / "report.html")
-    return "report.html"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,9 +167,8 @@ def create_app(output: Path, auth: tuple[str, str] | None = None) -> web.Applica
     def not_found(request: web.Request, what: str) -> web.Response:
         if request.path.startswith("/api/"):
             return web.json_response({"error": what}, status=404)
-        body = (f"<h1>Not found</h1><p>{_e(what)}</p>"
-                '<p><a href="/">All runs</a></p>')
-        return web.Response(text=_page("Not found", body, live=False), status=404,
+        body = f"<h1>Not found</h1><p>{html.escape(what)}</p><p><a href=\"/\">All runs</a></p>"
+        return web.Response(text=page("Not found", body, live=False), status=404,
                             content_type="text/html")
 
     @web.middleware
@@ -508,7 +189,7 @@ def create_app(output: Path, auth: tuple[str, str] | None = None) -> web.Applica
         )
         return response
 
-    def run_or_404(request: web.Request) -> Run:
+    def run_or_404(request: web.Request) -> RunFolder:
         run = load_run(output, request.match_info["run_id"])
         if run is None:
             raise web.HTTPNotFound()
@@ -529,7 +210,7 @@ def create_app(output: Path, auth: tuple[str, str] | None = None) -> web.Applica
 
     async def api_status(request: web.Request) -> web.Response:
         run = await asyncio.to_thread(run_or_404, request)
-        return web.json_response(status_payload(run), headers={"Cache-Control": "no-store"})
+        return web.json_response(progress_of(run).to_jsonable(), headers={"Cache-Control": "no-store"})
 
     async def run_redirect(request: web.Request) -> web.Response:
         run = run_or_404(request)
@@ -553,7 +234,7 @@ def create_app(output: Path, auth: tuple[str, str] | None = None) -> web.Applica
         name = request.match_info["name"]
         if name not in _STATIC_FILES:
             raise web.HTTPNotFound()
-        return web.Response(text=_static_text(name), content_type=_STATIC_FILES[name])
+        return web.Response(text=static_text(name), content_type=_STATIC_FILES[name])
 
     app = web.Application(middlewares=[guard])
     app.add_routes([

@@ -77,15 +77,15 @@ def _peak_rss_mb() -> float:
 def mode_inprocess(job: dict[str, Any]) -> dict[str, Any]:
     """``atlaspipe run``'s code path, in this process."""
     from atlaspipe.config import analysis_config
+    from atlaspipe.pipeline.inprocess import execute_plan
     from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
     from atlaspipe.processing import aggregate
-    from atlaspipe.runner import execute_plan
 
     release, files = resolve_inputs("2020", [job["data"]])
     plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=job["chunk_size"]), files)
     results = execute_plan(plan)
     aggregate(plan, results)
-    seconds = [r["seconds"] for r in results.values()]
+    seconds = [r.seconds for r in results.values()]
     return {"samples": raw_from_chunks(plan.chunks, results), "tasks": len(plan.chunks),
             "task_seconds_mean": statistics.fmean(seconds) if seconds else 0.0, "peak_rss_mb": _peak_rss_mb()}
 
@@ -175,20 +175,21 @@ MODES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def raw_from_chunks(chunks: Any, results: dict[int, dict[str, Any]]) -> Samples:
+def raw_from_chunks(chunks: Any, results: dict[int, Any]) -> Samples:
     """Per-sample un-normalised sums of the chunk histograms, in chunk-id order (as aggregate does)."""
     import numpy as np
 
     samples: Samples = {}
     for chunk in sorted(chunks, key=lambda c: c.chunk_id):
         result = results[chunk.chunk_id]
-        if "error" in result:
-            raise RuntimeError(f"chunk {chunk.chunk_id} failed: {result['error']}")
+        if not result.ok:
+            raise RuntimeError(f"chunk {chunk.chunk_id} failed: {result.error}")
+        counts = result.histograms["m4l"]
         entry = samples.setdefault(chunk.sample, {"sumw": 0.0, "sumw2": 0.0, "read": 0, "selected": 0})
-        entry["sumw"] = entry["sumw"] + np.asarray(result["sumw"])
-        entry["sumw2"] = entry["sumw2"] + np.asarray(result["sumw2"])
-        entry["read"] += int(result["events_read"])
-        entry["selected"] += int(result["events_selected"])
+        entry["sumw"] = entry["sumw"] + np.asarray(counts.sumw)
+        entry["sumw2"] = entry["sumw2"] + np.asarray(counts.sumw2)
+        entry["read"] += result.events_read
+        entry["selected"] += result.events_selected
     return {k: {**v, "sumw": np.asarray(v["sumw"]).tolist(), "sumw2": np.asarray(v["sumw2"]).tolist()}
             for k, v in samples.items()}
 
@@ -343,7 +344,8 @@ class Cluster:
 
 def run_distributed(cluster: Cluster, data: str, chunk_size: int, wait_for_plot: bool = True) -> dict[str, Any]:
     """Submit through atlaspipe-submit; wall time until the aggregate stage has finished."""
-    from atlaspipe.records import TERMINAL_STATES, RunRecords
+    from atlaspipe.model import RunState
+    from atlaspipe.records import RunRecords
 
     store = RunRecords(BACKEND)
     output = cluster.tmp / "outputs"
@@ -370,21 +372,25 @@ def run_distributed(cluster: Cluster, data: str, chunk_size: int, wait_for_plot:
     run_id = next(line.split()[1] for line in lines if line.startswith("run "))
     marks: dict[str, float] = {}
     while True:
-        state = store.meta(run_id)["state"]
-        marks.setdefault(state, time.perf_counter() - started)
-        if state in ("plotting", *TERMINAL_STATES):
+        try:
+            state = store.status(run_id).state
+        except Exception:
+            state = RunState.SUBMITTED  # not yet registered by the load worker
+        marks.setdefault(state.value, time.perf_counter() - started)
+        if state is RunState.FINALIZING or state.terminal:
             break
-        if process.poll() is not None and state not in TERMINAL_STATES:
+        if process.poll() is not None and not state.terminal:
             raise RuntimeError(f"atlaspipe-submit exited in state {state}: {''.join(lines)[-2000:]}")
         time.sleep(0.005)
     histograms_ready = time.perf_counter() - started
     if wait_for_plot:
         process.wait(600)
     total = time.perf_counter() - started
-    plan = store.load_plan(run_id)
+    plan = store.plan(run_id)
+    assert plan is not None
     results = store.chunk_results(run_id)
-    state = store.meta(run_id)["state"]
-    if state in ("failed", "partial"):
+    state = store.status(run_id).state
+    if state in (RunState.FAILED, RunState.PARTIAL):
         raise RuntimeError(f"run {run_id} {state}")
     return {"wall": histograms_ready, "wall_with_plot": total if wait_for_plot else None, "load": load,
             "run_id": run_id, "marks": marks, "tasks": len(plan.chunks),

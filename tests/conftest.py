@@ -90,13 +90,13 @@ class WorkerPool:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     def start(self, name: str, queues: str, concurrency: int = 1, extra_env: dict[str, str] | None = None,
-              wait: bool = True) -> str:
+              wait: bool = True, extra_args: tuple[str, ...] = ()) -> str:
         node = f"{name}-{self.tag}@%h"
-        log = open(self.tmp / f"worker-{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
+        log = open(self.tmp / f"worker-{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "atlaspipe", "worker", "-Q", queues, "-n", node,
              "-c", str(concurrency), "--pool", "prefork", "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle"],
+             "--without-mingle", *extra_args],
             cwd=self.tmp, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -109,7 +109,7 @@ class WorkerPool:
     def wait_ready(self, hostnames: list[str], timeout: float = 60.0) -> None:
         from atlaspipe.taskapp import create_app
 
-        app = create_app(BROKER_URL, BACKEND_URL)
+        app = create_app(self.env.get("ATLASPIPE_BROKER_URL", BROKER_URL), self.env["ATLASPIPE_RESULT_BACKEND"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             replies = app.control.ping(destination=hostnames, timeout=1.0)

@@ -3,8 +3,8 @@ generated inputs and the in-process reference results."""
 
 from __future__ import annotations
 
+import atexit
 import functools
-import json
 import os
 import re
 import shutil
@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 import tests.conftest as conftest
+from atlaspipe.model import RunResults
+from tests import runs
 from tests.conftest import BACKEND_URL, IN_CI, WorkerPool, services_up, worker_environment
+from tests.runs import histograms  # noqa: F401 - re-exported for the fault tests
 
-VHOST = "atlaspipe-faults"
+VHOST = f"atlaspipe-faults-{os.getpid()}"
 FAULT_BROKER_URL = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
-"""Workers of these tests listen on their own vhost: other sessions' workers never take their tasks."""
+"""Workers of these tests listen on a vhost of this session's own: other sessions' workers (another
+checkout's tests running at the same time) never take their tasks."""
 
 
 def rabbitmqctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -40,6 +43,8 @@ def ensure_vhost() -> None:
     rabbitmqctl("add_vhost", VHOST)
     done = rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
     assert done.returncode == 0, done.stderr
+    atexit.register(lambda: subprocess.run(["rabbitmqctl", "-q", "delete_vhost", VHOST], capture_output=True,
+                                           timeout=60, check=False))
 
 
 def purge(broker_url: str = FAULT_BROKER_URL) -> None:
@@ -64,7 +69,6 @@ def fault_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work
         yield pool
     finally:
         pool.stop_all()
-        ensure_services_running()
 
 
 def start_stages(pool: WorkerPool, process_workers: int = 1, extra_env: dict[str, str] | None = None) -> list[str]:
@@ -81,7 +85,7 @@ def submit_args(*args: str) -> list[str]:
 
 def run_submit(pool: WorkerPool, *args: str, timeout: float = 300,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(submit_args(*args, "--quiet") if args and args[0] not in ("status", "list")
+    return subprocess.run(submit_args(*args, "--quiet") if args and args[0] not in ("status", "list", "cancel", "clean")
                           else submit_args(*args),
                           env=env or pool.env, cwd=pool.tmp, capture_output=True, text=True, timeout=timeout)
 
@@ -133,56 +137,6 @@ def successes(pool: WorkerPool, name: str) -> int:
     return len(re.findall(r"process_chunk\[[^\]]+\] succeeded", pool.log(name)))
 
 
-def ensure_services_running() -> None:
-    """Whatever a test did, leave RabbitMQ and Redis up."""
-    try:
-        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
-    except redis.RedisError:
-        start_redis()
-    if shutil.which("rabbitmqctl") is not None:
-        check = subprocess.run(["rabbitmq-diagnostics", "-q", "check_running"], capture_output=True, timeout=120)
-        if check.returncode != 0:
-            subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
-            subprocess.run(["rabbitmqctl", "await_startup"], capture_output=True, timeout=120)
-
-
-def start_redis() -> None:
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-                    "--save", "", "--appendonly", "no"], check=True, capture_output=True)
-    wait_for(_redis_up, timeout=20, what="redis to start")
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-def restart_redis() -> None:
-    """Restart Redis, losing everything it held (it keeps nothing on disk here)."""
-    try:
-        subprocess.run(["redis-cli", "shutdown", "nosave"], capture_output=True, timeout=30)
-        wait_for(lambda: not _redis_up(), timeout=20, what="redis to stop")
-    finally:
-        start_redis()
-
-
-def restart_broker(down_seconds: float = 2.0) -> None:
-    """``rabbitmqctl stop_app``, a pause, ``start_app``; the app is started again whatever happens."""
-    try:
-        stopped = rabbitmqctl("stop_app")
-        assert stopped.returncode == 0, stopped.stderr
-        time.sleep(down_seconds)
-    finally:
-        rabbitmqctl("start_app")
-        rabbitmqctl("await_startup")
-        # This process's pooled broker connections died with the broker; later tests need fresh ones.
-        from kombu import pools
-
-        pools.reset()
-
-
 # --- inputs -----------------------------------------------------------------------------------------
 
 _GENERATED = Path(os.environ.get("ATLASPIPE_TEST_GENERATED", "/tmp/atlaspipe-test-generated"))
@@ -219,36 +173,13 @@ def make_inputs(folder: Path, events: int, samples: tuple[str, ...] = tuple(SAMP
     return folder
 
 
-_reference_cache: dict[tuple[str, int], dict[str, Any]] = {}
+def reference_results(inputs: Path, chunk_size: int) -> RunResults:
+    """``results.json``'s numbers for ``inputs`` from the in-process stage functions (no broker)."""
+    return runs.reference_results([inputs], chunk_size)
 
 
-def reference_results(inputs: Path, chunk_size: int) -> dict[str, Any]:
-    """``results.json``'s numbers for ``inputs`` from the in-process executor (no broker)."""
-    from atlaspipe.config import analysis_config
-    from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
-    from atlaspipe.processing import aggregate, build_results
-    from atlaspipe.runner import execute_plan
-
-    key = (str(inputs), chunk_size)
-    if key not in _reference_cache:
-        release, files = resolve_inputs(None, [str(inputs)])
-        plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=chunk_size), files)
-        _reference_cache[key] = build_results(aggregate(plan, execute_plan(plan)), plan)
-    return _reference_cache[key]
-
-
-def histograms(results: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"data": results["data"]["histogram"], "data_channels": results["data"]["channels"],
-                           "data_read": results["data"]["events_read"]}
-    for name, sample in results["samples"].items():
-        out[name] = (sample["histogram"], sample["sumw2"], sample["channels"], sample["events_selected"],
-                     sample["events_read"])
-    return out
-
-
-def results_of(run_dir: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
-    return loaded
+def results_of(run_dir: Path) -> RunResults:
+    return RunResults.read(run_dir / "results.json")
 
 
 def run_dir_in(pool: WorkerPool, run_id: str) -> Path:

@@ -3,7 +3,6 @@ and ``--allow-partial`` marks every output PARTIAL with what was lost."""
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
@@ -17,6 +16,9 @@ import uproot
 
 from atlaspipe.config import analysis_config
 from atlaspipe.embedded import embedded_sample_dir
+from atlaspipe.model import Manifest, RunPlan, RunRequest, RunResults, RunState, SampleLoss
+from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
+from atlaspipe.pipeline.stages import AnalysisStages
 from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
 from atlaspipe.processing import process_chunk
 from tests.conftest import BACKEND_URL, WorkerPool
@@ -29,6 +31,17 @@ from tests.faultkit import (
 )
 
 GOOD = embedded_sample_dir() / "Data" / "data_A.4lep.root"
+
+
+class PlannedStages(AnalysisStages):
+    """The analysis stages with a plan made earlier, to run it after its input changed."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        super().__init__()
+        self.planned = plan
+
+    def plan(self, request: RunRequest) -> RunPlan:
+        return self.planned
 
 
 def truncated(path: Path) -> None:
@@ -136,8 +149,8 @@ def test_entry_count_changed_since_planning(tmp_path: Path) -> None:
     release, files = resolve_inputs(None, [str(data)])
     plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=10_000), files)
     missing_branch(data)  # rewritten with another entry count
-    result = process_chunk(plan.chunks[0], plan.config)
-    assert str(data) in result["error"] and "when the run was planned" in result["error"], result
+    result = process_chunk(plan.chunks[0], plan.config, "test")
+    assert "when the run was planned" in (result.error or ""), result
 
 
 def run_with_bad_data_b(tmp_path: Path, damage: Callable[[Path], None],
@@ -166,7 +179,7 @@ def test_allow_partial_marks_every_output(tmp_path: Path) -> None:
     assert "PARTIAL" in completed.stdout and "data_B.4lep.root" in completed.stdout
     run_dir = max((p for p in out.iterdir() if (p / "results.json").exists()), key=lambda p: p.name)
     check_partial_outputs(run_dir, "data_B")
-    results = json.loads((run_dir / "results.json").read_text())
+    results = RunResults.read(run_dir / "results.json")
     texts = [t.get_text() for fig in build_figures(results).values() for t in fig.texts]
     assert any("PARTIAL" in t for t in texts), texts
 
@@ -177,21 +190,20 @@ def test_allow_partial_covers_files_that_cannot_be_opened(tmp_path: Path, damage
     inputs, out, completed = run_with_bad_data_b(tmp_path, damage)
     assert "PARTIAL" in completed.stdout and "file " in completed.stdout and "data_B.4lep.root" in completed.stdout
     run_dir = max((p for p in out.iterdir() if (p / "results.json").exists()), key=lambda p: p.name)
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["missing"]["data_B"] == {"chunks_failed": 0, "files_failed": 1, "entries_lost": 0,
-                                            "fraction_lost": 1.0}
-    assert results["data"]["samples"]["data_A"]["events_read"] > 0
-    assert [f["source"] for f in results["chunks"]["failed"]] == [str(inputs / "data_B.4lep.root")]
+    results = RunResults.read(run_dir / "results.json")
+    assert results.missing["data_B"] == SampleLoss(chunks_failed=0, files_failed=1, events_lost=0, fraction_lost=1.0)
+    assert results.data.samples["data_A"].events_read > 0
+    assert [f.source for f in results.chunks.failed] == [str(inputs / "data_B.4lep.root")]
     assert "PARTIAL" in (run_dir / "report.html").read_text()
 
 
 def check_partial_outputs(run_dir: Path, lost_sample: str) -> None:
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "partial"
-    assert results["missing"][lost_sample]["fraction_lost"] == 1.0
-    assert results["missing"][lost_sample]["chunks_failed"] >= 1
-    assert all(f["sample"] == lost_sample for f in results["chunks"]["failed"])
-    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "partial"
+    results = RunResults.read(run_dir / "results.json")
+    assert results.status == "partial"
+    assert results.missing[lost_sample].fraction_lost == 1.0
+    assert results.missing[lost_sample].chunks_failed >= 1
+    assert all(f.sample == lost_sample for f in results.chunks.failed)
+    assert Manifest.read(run_dir / "manifest.json").status == "partial"
     assert "PARTIAL" in (run_dir / "yields.md").read_text()
     assert "PARTIAL" in (run_dir / "report.html").read_text()
 
@@ -248,6 +260,7 @@ def test_paths_outside_the_input_roots_are_refused(fault_pool: WorkerPool, where
 @pytest.mark.integration
 def test_entry_count_changed_on_workers(fault_pool: WorkerPool) -> None:  # noqa: F811
     """A plan made before the file changed: the worker refuses the chunk and says why."""
+    from atlaspipe.canvas import run_graph
     from atlaspipe.records import RunRecords
     from atlaspipe.taskapp import create_app
 
@@ -259,13 +272,13 @@ def test_entry_count_changed_on_workers(fault_pool: WorkerPool) -> None:  # noqa
     plan = plan_run(run_id, analysis_config(release=release, chunk_size=10_000), files)
     missing_branch(data)
     store = RunRecords(BACKEND_URL)
-    store.create(run_id, {"run_id": run_id, "output_dir": str(fault_pool.tmp / "outputs")})
-    store.save_plan(plan)
-    store.set_state(run_id, "running", chunks_total=len(plan.chunks))
+    request = RunRequest(run_id=run_id, output_dir=str(fault_pool.tmp / "outputs"), created=now_text())
+    lifecycle = Lifecycle(store, "celery", PlannedStages(plan))
+    lifecycle.submit(request)
+    assert lifecycle.plan(run_id, "test") is not None
     app = create_app(FAULT_BROKER_URL, BACKEND_URL)
-    for chunk in plan.chunks:
-        app.send_task("atlaspipe.process_chunk", args=[run_id, chunk.to_dict(), plan.config.to_json_dict()],
-                      queue="process", routing_key="process")
-    wait_for(lambda: store.meta(run_id)["state"] == "failed", what="the run to fail")
-    failed = json.loads(store.meta(run_id)["failed"])
-    assert failed and "when the run was planned" in failed[0]["error"] and str(data) in failed[0]["error"]
+    run_graph(app, run_id, plan.chunks, plan.config).apply_async()
+    wait_for(lambda: store.status(run_id).state is RunState.FAILED, what="the run to fail")
+    failures = store.status(run_id).failures
+    assert failures and failures[0].source == str(data)
+    assert "when the run was planned" in failures[0].reason

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_web import make_run, write_status
+from test_web import DISK_FULL, make_run, write_status
+
+from atlaspipe.model import RunResults
 
 pytestmark = pytest.mark.browser
 
@@ -62,10 +64,9 @@ def driver() -> Iterator[Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     output = tmp_path_factory.mktemp("browser") / "output"
     make_run(output, "run-2020")
-    live = output / "run-live"
-    live.mkdir()
-    (live / "manifest.json").write_text(json.dumps({"run_id": "run-live", "release": "2020"}))
-    write_status(live, "running", 2, 10, "processing chunks")
+    # Runs followed by nobody but the workers: only their status.json exists.
+    write_status(output / "run-live", "running", 2, 10, "processing chunks")
+    write_status(output / "run-doomed", "finalizing", 10, 10, "writing plots")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
         [sys.executable, "-m", "atlaspipe.web", "--output", str(output), "--port", "0"],
@@ -112,11 +113,12 @@ def test_report_page_shows_plots_and_yields(driver: Any, server: tuple[str, Path
         "ggH125_ZZ4lep", "VBFH125_ZZ4lep", "WH125_ZZ4lep", "ZH125_ZZ4lep",
         "Signal (m_H = 125 GeV)", "Total MC", "Data",
     ]
-    results = json.loads((output / "run-2020" / "results.json").read_text())
+    results = RunResults.read(output / "run-2020" / "results.json")
+    assert results.fit is not None and results.fit.mu is not None and results.fit.mu_uncertainty is not None
     data_cells = rows[-1].find_elements(By.CSS_SELECTOR, "td")
-    assert data_cells[-1].text == f"{sum(results['data']['histogram']):.0f}"
+    assert data_cells[-1].text == f"{results.data.m4l.total:.0f}"
     fit_text = driver.find_element(By.ID, "fit").text
-    assert f"{results['fit']['mu']:.3f} ± {results['fit']['mu_uncertainty']:.3f}" in fit_text
+    assert f"{results.fit.mu:.3f} ± {results.fit.mu_uncertainty:.3f}" in fit_text
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "report-run-page.png"))
     (ARTIFACTS / "page-load.json").write_text(json.dumps(
@@ -126,7 +128,7 @@ def test_report_page_shows_plots_and_yields(driver: Any, server: tuple[str, Path
 
     driver.get(url)
     listed = driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-run]")
-    assert {r.get_attribute("data-run") for r in listed} == {"run-2020", "run-live"}
+    assert {r.get_attribute("data-run") for r in listed} == {"run-2020", "run-live", "run-doomed"}
     driver.save_screenshot(str(ARTIFACTS / "report-run-list.png"))
     # The list follows running runs too.
     row = driver.find_element(By.CSS_SELECTOR, 'tr[data-run="run-live"]')
@@ -143,17 +145,19 @@ def test_progress_view_updates_while_the_run_goes_on(driver: Any, server: tuple[
     live = output / "run-live"
     driver.get(url + "runs/run-live/")
 
-    def shown() -> tuple[str, str, str]:
+    def shown() -> tuple[str, str, str, str]:
         box = driver.find_element(By.ID, "progress")
         return (box.find_element(By.CSS_SELECTOR, ".chunks-done").text,
                 box.find_element(By.CSS_SELECTOR, "progress").get_attribute("value"),
-                box.find_element(By.CSS_SELECTOR, ".events-read").text)
+                box.find_element(By.CSS_SELECTOR, ".events-read").text,
+                box.find_element(By.CSS_SELECTOR, ".eta").text)
 
-    assert shown()[0] == "2"
+    assert shown()[0] == "2" and shown()[3] == "about 80 s left"
     for done in (5, 8):
         write_status(live, "running", done, 10, f"chunk {done} done")
         _wait(lambda d=done: shown()[:2] == (str(d), str(d)))
-    assert shown()[2] == "8,000"
+    # 8 chunks in 80 s: 2 more take 20 s.
+    assert shown()[2:] == ("8,000", "about 20 s left")
     assert "chunk 8 done" in driver.find_element(By.ID, "progress").text
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "report-progress.png"))
@@ -168,3 +172,19 @@ def test_progress_view_updates_while_the_run_goes_on(driver: Any, server: tuple[
     img = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "figure.main img"))[0]
     _wait(lambda: driver.execute_script("return arguments[0].naturalWidth", img) > 0)
     assert driver.find_element(By.CSS_SELECTOR, ".badge").text == "succeeded"
+
+
+def test_a_run_that_fails_shows_why(driver: Any, server: tuple[str, Path]) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, output = server
+    driver.get(url + "runs/run-doomed/")
+    assert driver.find_element(By.CSS_SELECTOR, "#progress .badge").text == "finalizing"
+    write_status(output / "run-doomed", "failed", 10, 10, DISK_FULL)
+    # The page reloads itself when the run ends and shows the reason in one line.
+    message = _wait(lambda: driver.find_elements(By.ID, "run-message"))[0]
+    assert message.text == f"failed: {DISK_FULL}"
+    assert driver.find_element(By.CSS_SELECTOR, "#run-facts .badge").text == "failed"
+    assert not driver.find_elements(By.ID, "progress")
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "report-failed.png"))

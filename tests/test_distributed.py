@@ -14,11 +14,11 @@ import pytest
 import redis
 import uproot
 
-from atlaspipe.config import analysis_config
-from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
-from atlaspipe.processing import aggregate, build_results
-from atlaspipe.runner import execute_plan
+from atlaspipe.embedded import embedded_sample_dir
+from atlaspipe.model import Manifest, RunResults
 from tests.conftest import BACKEND_URL, WorkerPool
+from tests.runs import histograms, reference_results, run_dir_of
+from tests.runs import submit as run_submit
 
 pytestmark = pytest.mark.integration
 
@@ -26,32 +26,7 @@ ONE_MIB = 1 << 20
 
 
 def submit(pool: WorkerPool, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "atlaspipe.submit", *args, "--quiet"], env=pool.env, cwd=pool.tmp,
-        capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def run_dir_of(completed: subprocess.CompletedProcess[str]) -> Path:
-    for line in completed.stderr.splitlines():
-        if "outputs will be in" in line:
-            return Path(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no run folder in the submitter's output:\n{completed.stderr}")
-
-
-def in_process_results(chunk_size: int) -> dict[str, Any]:
-    from atlaspipe.embedded import embedded_sample_dir
-
-    release, files = resolve_inputs(None, [str(embedded_sample_dir())])
-    plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=chunk_size), files)
-    return build_results(aggregate(plan, execute_plan(plan)), plan)
-
-
-def histograms(results: dict[str, Any]) -> dict[str, Any]:
-    out = {"data": results["data"]["histogram"], "data_channels": results["data"]["channels"]}
-    for name, sample in results["samples"].items():
-        out[name] = (sample["histogram"], sample["sumw2"], sample["channels"], sample["events_selected"])
-    return out
+    return run_submit(pool.env, pool.tmp, *args, timeout=timeout)
 
 
 def test_embedded_sample_on_workers_is_bit_identical_to_in_process(stage_workers: WorkerPool) -> None:
@@ -59,14 +34,14 @@ def test_embedded_sample_on_workers_is_bit_identical_to_in_process(stage_workers
     completed = submit(stage_workers, "--chunk-size", str(chunk_size))
     assert completed.returncode == 0, completed.stderr + completed.stdout
     run_dir = run_dir_of(completed)
-    distributed = json.loads((run_dir / "results.json").read_text())
-    local = in_process_results(chunk_size)
+    distributed = RunResults.read(run_dir / "results.json")
+    local = reference_results([embedded_sample_dir()], chunk_size)
     assert histograms(distributed) == histograms(local)
-    assert distributed["significance"]["notebook"] > 0
+    assert distributed.significance is not None and (distributed.significance.notebook or 0) > 0
     assert (run_dir / "m4l.png").stat().st_size > 0
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["executor"] == "celery"
-    assert all(i["checksum"].startswith("sha256:") for i in manifest["inputs"])
+    manifest = Manifest.read(run_dir / "manifest.json")
+    assert manifest.executor == "celery"
+    assert all((i.checksum or "").startswith("sha256:") for i in manifest.inputs)
     assert "yield" in completed.stdout and str(run_dir) in completed.stdout
 
 
@@ -74,9 +49,9 @@ def test_two_process_workers_share_the_chunks(stage_workers: WorkerPool) -> None
     second = stage_workers.start("process2", "process")
     completed = submit(stage_workers, "--chunk-size", "300")
     assert completed.returncode == 0, completed.stderr
-    manifest = json.loads((run_dir_of(completed) / "manifest.json").read_text())
-    process_workers = {w for w in manifest["workers"] if w.startswith("process")}
-    assert second in process_workers and len(process_workers) == 2, manifest["workers"]
+    manifest = Manifest.read(run_dir_of(completed) / "manifest.json")
+    process_workers = {w for w in manifest.workers if w.startswith("process")}
+    assert second in process_workers and len(process_workers) == 2, manifest.workers
 
 
 def write_many_entries_file(path: Path, entries: int) -> None:
@@ -108,22 +83,28 @@ def test_two_thousand_tiny_chunks_stay_within_the_size_limits(stage_workers: Wor
     completed = submit(stage_workers, "--input", str(data), "--chunk-size", "1", "--keep-records",
                        "--allow-partial", timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    results = json.loads((run_dir_of(completed) / "results.json").read_text())
-    chunks = results["chunks"]["total"]
-    assert chunks >= 2000 and not results["chunks"]["failed"]
-    assert results["data"]["events_read"] == 2100 and results["data"]["events_selected"] == 2100
+    results = RunResults.read(run_dir_of(completed) / "results.json")
+    chunks = results.chunks.total
+    assert chunks >= 2000 and not results.chunks.failed
+    assert results.data.events_read == 2100 and results.data.events_selected == 2100
 
+    from atlaspipe.canvas import run_graph
     from atlaspipe.records import RunRecords
+    from atlaspipe.taskapp import create_app
 
     store = RunRecords(BACKEND_URL)
-    run_id = results["run_id"]
+    run_id = results.run_id
     sizes = dict(store.value_sizes(run_id))
     chunk_results = [size for key, size in sizes.items() if ":results/" in key]
     assert len(chunk_results) == chunks
     assert max(chunk_results) < 64 * 1024
     assert max(sizes.values()) < ONE_MIB
-    largest_message = int(store.meta(run_id)["largest_message_bytes"])
-    assert 0 < largest_message < ONE_MIB
+    # Every message the run sent is one chunk's description: its size does not grow with the run.
+    plan = store.plan(run_id)
+    assert plan is not None
+    graph = run_graph(create_app(), run_id, plan.chunks, plan.config)
+    largest_message = max(len(json.dumps([*task.args, task.kwargs])) for task in graph.tasks[0].tasks)
+    assert 0 < largest_message < 4096
     largest_backend_value = largest_value_in(store.redis)
     assert largest_backend_value < ONE_MIB
     print(f"{chunks} chunks: largest chunk result {max(chunk_results)} B, largest message {largest_message} B, "
@@ -147,7 +128,7 @@ def largest_value_in(client: redis.Redis) -> int:
 def test_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "atlaspipe.submit", "--broker", "amqp://guest:guest@127.0.0.1:1//"],
+        [sys.executable, "-m", "atlaspipe.submit", "--broker", "amqp://127.0.0.1:1//"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert completed.returncode != 0
@@ -167,6 +148,6 @@ def test_failed_chunk_is_reported_with_file_and_branch(stage_workers: WorkerPool
         handle["mini"].extend({"runNumber": np.arange(10, dtype=np.int32)})
     completed = submit(stage_workers, "--input", str(inputs))
     assert completed.returncode == 1, completed.stderr
-    assert str(broken) in completed.stderr and "lep_pt" in completed.stderr
+    assert f"chunk 1 {broken} [0, 10): branch 'lep_pt': branch missing from tree" in completed.stderr
     assert "resume" in completed.stderr
     assert "Traceback" not in completed.stderr

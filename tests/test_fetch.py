@@ -388,20 +388,17 @@ def _run(*argv: str) -> tuple[list[str], dict[str, Any]]:
     """The inputs and per-sample histograms of ``atlaspipe run`` (its load, process and aggregate
     stages; the fit and plots downstream do not depend on where the files came from)."""
     from atlaspipe import runner
-    from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
+    from atlaspipe.pipeline.inprocess import execute_plan
+    from atlaspipe.pipeline.stages import AnalysisStages
     from atlaspipe.processing import aggregate
 
     parser = argparse.ArgumentParser()
     runner.configure_parser(parser)
-    args = parser.parse_args(list(argv))
-    release, files = resolve_inputs(args.release, args.input, args.samples, args.base_url,
-                                    args.fetch)
-    plan = plan_run(new_run_id(), runner.build_config(args, release), files)
-    merged = aggregate(plan, runner.execute_plan(plan))
-    keys = ("sumw", "sumw2", "events_read", "events_selected")
-    physics = {name: {k: np.asarray(v[k]).tolist() for k in keys}
-               for name, v in merged["samples"].items()}
-    return [f.source for f in files], physics
+    plan = AnalysisStages().plan(runner.build_request(parser.parse_args(list(argv))))
+    merged = aggregate(plan, execute_plan(plan))
+    physics = {name: {"histograms": v.histograms, "events_read": v.events_read, "events_selected": v.events_selected}
+               for name, v in merged.samples.items()}
+    return [f.source for f in plan.files], physics
 
 
 def test_run_through_the_mirror_matches_a_run_from_local_paths(

@@ -3,10 +3,8 @@ correct result; never a crash or a hang, in process and on a real worker."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from atlaspipe.chunks import Chunk
 from atlaspipe.config import analysis_config
 from atlaspipe.embedded import embedded_sample_dir
+from atlaspipe.model import Chunk, ChunkResult, RunPlan, RunRequest
+from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
 from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
 from atlaspipe.processing import process_chunk
 from tests.conftest import BACKEND_URL, WorkerPool
@@ -49,22 +48,21 @@ def mutated_files(folder: Path, count: int, seed: int) -> list[Path]:
     return paths
 
 
-def clean_chunk() -> tuple[Chunk, dict[str, Any], dict[str, Any]]:
+def clean_chunk() -> tuple[RunPlan, ChunkResult]:
     release, files = resolve_inputs(None, [str(SOURCE)])
     plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=1_000_000), files)
     assert len(plan.chunks) == 1
-    config = plan.config.to_json_dict()
-    return plan.chunks[0], config, process_chunk(plan.chunks[0], plan.config)
+    return plan, process_chunk(plan.chunks[0], plan.config, "test")
 
 
-def same_numbers(result: dict[str, Any], clean: dict[str, Any]) -> bool:
-    keys = ("events_read", "events_selected", "sumw", "sumw2")
-    return all(result.get(k) == clean[k] for k in keys)
+def same_numbers(result: ChunkResult, clean: ChunkResult) -> bool:
+    return (result.events_read, result.events_selected, result.histograms) == \
+        (clean.events_read, clean.events_selected, clean.histograms)
 
 
 _RUNNER = textwrap.dedent("""
     import json, signal, sys
-    from atlaspipe.chunks import Chunk
+    from atlaspipe.model import Chunk
     from atlaspipe.config import AnalysisConfig
     from atlaspipe.processing import process_chunk
 
@@ -76,8 +74,8 @@ _RUNNER = textwrap.dedent("""
     for path in paths:
         signal.alarm(seconds)
         try:
-            result = process_chunk(Chunk.from_dict({**chunk, "source": path}), AnalysisConfig(**config))
-            outcome = {"path": path, "result": result}
+            result = process_chunk(Chunk(**{**chunk, "source": path}), AnalysisConfig(**config), "fuzz")
+            outcome = {"path": path, "result": result.to_jsonable()}
         except TimeoutError:
             outcome = {"path": path, "hang": True}
         except BaseException as exc:
@@ -93,7 +91,7 @@ def run_isolated(chunk: Chunk, config: dict[str, Any], paths: list[Path]) -> dic
     remaining = [str(p) for p in paths]
     while remaining:
         completed = subprocess.run(
-            [sys.executable, "-c", _RUNNER], input=json.dumps([dataclasses.asdict(chunk), config, remaining,
+            [sys.executable, "-c", _RUNNER], input=json.dumps([chunk.to_jsonable(), config, remaining,
                                                                PER_FILE_SECONDS]),
             capture_output=True, text=True, timeout=PER_FILE_SECONDS * len(remaining) + 60)
         for line in completed.stdout.splitlines():
@@ -111,16 +109,16 @@ def run_isolated(chunk: Chunk, config: dict[str, Any], paths: list[Path]) -> dic
 
 
 def test_mutated_files_in_process(tmp_path: Path) -> None:
-    chunk, config, clean = clean_chunk()
+    plan, clean = clean_chunk()
     paths = mutated_files(tmp_path, MUTATIONS, SEED)
-    outcomes = run_isolated(chunk, config, paths)
+    outcomes = run_isolated(plan.chunks[0], plan.config.to_json_dict(), paths)
     errors = correct = 0
     for path in paths:
         outcome = outcomes[str(path)]
         assert "crash" not in outcome and "hang" not in outcome and "raised" not in outcome, outcome
-        result = outcome["result"]
-        if "error" in result:
-            assert str(path) in result["error"] and "\n" not in result["error"], result["error"]
+        result = ChunkResult.model_validate(outcome["result"])
+        if result.error is not None:
+            assert result.error and "\n" not in result.error, result.error
             errors += 1
         else:
             assert same_numbers(result, clean), f"{path}: a wrong result without an error"
@@ -131,32 +129,29 @@ def test_mutated_files_in_process(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_mutated_files_on_a_worker(fault_pool: WorkerPool) -> None:  # noqa: F811
+    from atlaspipe.canvas import run_graph
     from atlaspipe.records import RunRecords
     from atlaspipe.taskapp import create_app
+    from tests.test_bad_input import PlannedStages
 
     start_stages(fault_pool)
     worker_pids = set(fault_pool.pids("process"))
-    chunk, config, clean = clean_chunk()
+    plan, clean = clean_chunk()
     paths = mutated_files(fault_pool.tmp / "mutated", 6, SEED + 1)
-    shutil.copyfile(SOURCE, fault_pool.tmp / "data_A.4lep.root")
     run_id = new_run_id()
-    chunks = [dataclasses.replace(chunk, chunk_id=i, source=str(p)) for i, p in enumerate(paths)]
+    chunks = tuple(plan.chunks[0].model_copy(update={"chunk_id": i, "source": str(p)}) for i, p in enumerate(paths))
+    mutated_plan = plan.model_copy(update={"run_id": run_id, "chunks": chunks})
     store = RunRecords(BACKEND_URL)
-    store.create(run_id, {"run_id": run_id, "output_dir": str(fault_pool.tmp / "outputs"), "keep_records": True})
-    release, files = resolve_inputs(None, [str(SOURCE)])
-    plan = plan_run(run_id, analysis_config(release=release, chunk_size=1_000_000), files)
-    plan.chunks = chunks
-    store.save_plan(plan)
-    store.set_state(run_id, "running", chunks_total=len(chunks))
-    app = create_app(FAULT_BROKER_URL, BACKEND_URL)
-    for work in chunks:
-        app.send_task("atlaspipe.process_chunk", args=[run_id, work.to_dict(), config], queue="process",
-                      routing_key="process")
-    wait_for(lambda: store.meta(run_id)["state"] in ("failed", "succeeded"), timeout=120, what="the run")
+    lifecycle = Lifecycle(store, "celery", PlannedStages(mutated_plan))
+    lifecycle.submit(RunRequest(run_id=run_id, output_dir=str(fault_pool.tmp / "outputs"), keep_records=True,
+                                created=now_text()))
+    assert lifecycle.plan(run_id, "test") is not None
+    run_graph(create_app(FAULT_BROKER_URL, BACKEND_URL), run_id, chunks, plan.config).apply_async()
+    wait_for(lambda: store.status(run_id).terminal, timeout=120, what="the run")
     results = store.chunk_results(run_id)
     assert len(results) == len(chunks)
     for work in chunks:
         result = results[work.chunk_id]
-        assert ("error" in result and work.source in result["error"]) or same_numbers(result, clean), result
+        assert (result.error is not None and "\n" not in result.error) or same_numbers(result, clean), result
     assert fault_pool.processes["process"].poll() is None
     assert set(fault_pool.pids("process")) == worker_pids, "a pool child died"

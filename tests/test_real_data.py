@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from atlaspipe.config import analysis_config
-from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
-from atlaspipe.processing import aggregate, build_results
-from atlaspipe.runner import execute_plan
+from atlaspipe.model import RunResults
 from tests.conftest import require_shared
+from tests.runs import reference_results
 
 pytestmark = pytest.mark.shared
 
@@ -17,32 +15,30 @@ FILE_2025E = ("atlas-opendata/2025e-13tev-beta/exactly4lep/"
               "ODEO_FEB2025_v0_exactly4lep_data15_periodD.exactly4lep.root")
 
 
-def run_local(inputs: list[str], release: str | None = None, chunk_size: int = 100_000) -> dict:
-    rel, files = resolve_inputs(release, inputs)
-    plan = plan_run(new_run_id(), analysis_config(release=rel, chunk_size=chunk_size), files)
-    return build_results(aggregate(plan, execute_plan(plan)), plan)
+def run_local(inputs: list[str], release: str | None = None, chunk_size: int = 100_000) -> RunResults:
+    return reference_results(inputs, chunk_size, release)
 
 
 def test_2020_data_counts_per_period() -> None:
     folder = require_shared(DATA_2020)
     results = run_local([str(folder)])
-    per_period = {name: s["events_selected"] for name, s in results["data"]["samples"].items()}
+    per_period = {name: s.events_selected for name, s in results.data.samples.items()}
     assert per_period == {"data_A": 27, "data_B": 86, "data_C": 146, "data_D": 248}
-    assert results["data"]["events_selected"] == 507
-    assert results["data"]["events_in_range"] == 371
-    assert results["data"]["events_read"] == 39 + 156 + 237 + 400
+    assert results.data.events_selected == 507
+    assert results.data.events_in_range == 371
+    assert results.data.events_read == 39 + 156 + 237 + 400
 
 
 def test_2020_data_counts_do_not_depend_on_chunking() -> None:
     folder = require_shared(DATA_2020)
     whole = run_local([str(folder)])
     split = run_local([str(folder)], chunk_size=7)
-    assert split["data"]["histogram"] == whole["data"]["histogram"]
+    assert split.data.m4l == whole.data.m4l
 
 
 def test_2025e_data_file_full_selection() -> None:
     path = require_shared(FILE_2025E)
     results = run_local([str(path)])
-    assert results["release"] == "2025e"
-    assert results["data"]["events_read"] == 3424
-    assert results["data"]["events_selected"] == 2
+    assert results.release == "2025e"
+    assert results.data.events_read == 3424
+    assert results.data.events_selected == 2

@@ -1,19 +1,32 @@
 """Significance formulas and the pyhf fit, tied to hand-computed values.
 
-``make_results`` builds a synthetic results dict following docs/CONTRACTS.md; the plotting, web
-and browser tests import it from here.
+``make_results`` builds a synthetic ``RunResults`` (the results.json of docs/CONTRACTS.md); the
+plotting, web and browser tests import it from here.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from atlaspipe.catalog import load_release
+from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import ConfigError
+from atlaspipe.model import (
+    ChunkSummary,
+    DataCounts,
+    DataSummary,
+    Failure,
+    GroupInfo,
+    Histogram,
+    PlannedFile,
+    RunResults,
+    SampleLoss,
+    SampleYields,
+)
 from atlaspipe.statistics import (
     FitOptions,
     asimov_significance,
@@ -26,28 +39,57 @@ from atlaspipe.statistics import (
 )
 
 CHANNEL_FRACTIONS = {"4e": 0.25, "4mu": 0.35, "2e2mu": 0.40}
+LOST_CHUNK = Failure(chunk_id=7, sample="llll", source="/data/mc_363490.llll.4lep.root", entry_start=0,
+                     entry_stop=500_000, reason="InputError: branch 'lep_pt' is not jagged")
 
 
-def _sample_entry(group: str, kind: str, hist: np.ndarray, rel_stat: float) -> dict[str, Any]:
+def histogram(values: Sequence[float], variances: Sequence[float] | None = None, underflow: float = 0.0,
+              overflow: float = 0.0) -> Histogram:
+    """In-range bins; counts (variance = value) unless ``variances`` are given."""
+    values = [float(v) for v in values]
+    return Histogram(values=tuple(values), variances=tuple(float(v) for v in (variances or values)),
+                     underflow=underflow, overflow=overflow, underflow_variance=underflow,
+                     overflow_variance=overflow)
+
+
+def _sample_entry(group: str, kind: str, hist: np.ndarray, rel_stat: float) -> SampleYields:
     sumw2 = (rel_stat * hist) ** 2
-    channels = {
-        ch: {"yield": float((f * hist).sum()), "histogram": (f * hist).tolist(),
-             "sumw2": (f * sumw2).tolist()}
-        for ch, f in CHANNEL_FRACTIONS.items()
-    }
-    return {
-        "group": group, "kind": kind, "events_read": 10000, "events_selected": 500,
-        "normalisation": 1e-3, "yield": float(hist.sum()),
-        "yield_uncertainty": float(np.sqrt(sumw2.sum())), "histogram": hist.tolist(),
-        "sumw2": sumw2.tolist(), "channels": channels,
-    }
+    return SampleYields(
+        group=group, kind=kind, events_read=10000, events_selected=500, normalisation=1e-3,
+        expected=float(hist.sum()), expected_uncertainty=float(np.sqrt(sumw2.sum())),
+        m4l=histogram(hist.tolist(), sumw2.tolist()),
+        channels={ch: histogram((f * hist).tolist(), (f * sumw2).tolist()) for ch, f in CHANNEL_FRACTIONS.items()},
+    )
 
 
-def make_results(
-    status: str = "complete", run_id: str = "run-test", data_scale: float = 1.0
-) -> dict[str, Any]:
-    """A results dict shaped like the 2020 analysis: 80-250 GeV in 5 GeV bins."""
-    edges = np.arange(80.0, 250.0 + 1e-9, 5.0)
+def with_data(results: RunResults, values: Sequence[float]) -> RunResults:
+    """``results`` with other data counts (all channels; the per-channel ones kept)."""
+    data = results.data.model_copy(update={"m4l": histogram(values)})
+    return results.model_copy(update={"data": data})
+
+
+def with_samples(results: RunResults, samples: dict[str, SampleYields]) -> RunResults:
+    return results.model_copy(update={"samples": samples})
+
+
+def with_sample_values(results: RunResults, change: dict[str, Sequence[float]]) -> RunResults:
+    """``results`` with the all-channel m4l values of some samples replaced (variances kept)."""
+    samples = dict(results.samples)
+    for name, values in change.items():
+        old = samples[name].m4l
+        samples[name] = samples[name].model_copy(
+            update={"m4l": old.model_copy(update={"values": tuple(float(v) for v in values)})})
+    return with_samples(results, samples)
+
+
+def make_results(status: str = "complete", run_id: str = "run-test", data_scale: float = 1.0) -> RunResults:
+    """Results shaped like the 2020 analysis: 80-250 GeV in 5 GeV bins.
+
+    A partial run lost one chunk of ``llll``, listed in ``chunks.failed`` and ``missing``.
+    """
+    config = AnalysisConfig(release="2020")
+    edges = np.asarray(config.bin_edges())
+    assert np.allclose(edges, np.arange(80.0, 250.0 + 1e-9, 5.0))
     centres = 0.5 * (edges[:-1] + edges[1:])
     release = load_release("2020")
     shapes = {
@@ -67,27 +109,29 @@ def make_results(
             continue
         kind = release.group(s.group or "").kind
         samples[s.name] = _sample_entry(s.group or "", kind, shapes[s.name], 0.05)
-    expected = sum(np.asarray(v["histogram"]) for v in samples.values())
+    expected = sum(np.asarray(v.m4l.values) for v in samples.values())
     data = np.round(expected * data_scale + 0.4 * np.sin(centres)).clip(0.0)
-    data_channels = {ch: {"histogram": np.round(data * f).tolist()}
-                     for ch, f in CHANNEL_FRACTIONS.items()}
-    return {
-        "schema_version": 1, "run_id": run_id, "status": status, "release": "2020",
-        "luminosity_fb": 10.0, "bin_edges": edges.tolist(), "channels": list(CHANNEL_FRACTIONS),
-        "groups": [{"id": g.id, "label": g.label, "text": g.text, "color": g.color,
-                    "kind": g.kind, "samples": [s.name for s in release.samples if s.group == g.id]}
-                   for g in release.groups],
-        "data": {"events_read": 100000, "events_selected": int(data.sum()) + 3,
-                 "events_in_range": int(data.sum()), "histogram": data.tolist(),
-                 "underflow": 1, "overflow": 2, "channels": data_channels,
-                 "samples": {"data_A": {"events_read": 100000, "events_selected": int(data.sum())}}},
-        "samples": samples,
-        "inputs": [{"sample": "data_A", "source": "/data/data_A.4lep.root", "entries": 100000,
-                    "size_bytes": 1234567}],
-        "chunks": {"total": 12, "failed": []},
-        "missing": {},
-        "outputs": {},
-    }
+    partial = status == "partial"
+    return RunResults(
+        run_id=run_id, status="partial" if partial else "complete", release="2020", luminosity_fb=10.0,
+        bin_edges=tuple(edges.tolist()), channels=tuple(CHANNEL_FRACTIONS),
+        groups=tuple(GroupInfo(id=g.id, label=g.label, text=g.text, color=g.color, kind=g.kind,
+                               samples=tuple(s.name for s in release.samples if s.group == g.id))
+                     for g in release.groups),
+        data=DataSummary(
+            events_read=100000, events_selected=int(data.sum()) + 3, events_in_range=int(data.sum()),
+            m4l=histogram(data.tolist(), underflow=1.0, overflow=2.0),
+            channels={ch: histogram(np.round(data * f).tolist()) for ch, f in CHANNEL_FRACTIONS.items()},
+            samples={"data_A": DataCounts(events_read=100000, events_selected=int(data.sum()))},
+        ),
+        samples=samples,
+        inputs=(PlannedFile(release="2020", sample="data_A", source="/data/data_A.4lep.root", tree="mini",
+                            entries=100000, size_bytes=1234567),),
+        chunks=ChunkSummary(total=12, failed=(LOST_CHUNK,) if partial else ()),
+        missing={"llll": SampleLoss(chunks_failed=1, files_failed=0, events_lost=500_000, fraction_lost=0.25)}
+        if partial else {},
+        config=config,
+    )
 
 
 def _gauss_fractions(edges: np.ndarray, mean: float, sigma: float) -> np.ndarray:
@@ -95,19 +139,23 @@ def _gauss_fractions(edges: np.ndarray, mean: float, sigma: float) -> np.ndarray
     return np.diff(cdf)
 
 
-def _one_bin_results(s: float, b: float, n: float, sumw2_b: float = 0.0) -> dict[str, Any]:
-    """A one-bin results dict with one signal and one background sample."""
+def _one_bin_results(s: float, b: float, n: float, sumw2_b: float = 0.0) -> RunResults:
+    """One 120-130 GeV bin with one signal and one background sample."""
 
-    def sample(group: str, kind: str, y: float, w2: float) -> dict[str, Any]:
-        return {"group": group, "kind": kind, "yield": y, "yield_uncertainty": math.sqrt(w2),
-                "histogram": [y], "sumw2": [w2], "channels": {}}
+    def sample(group: str, kind: str, y: float, w2: float) -> SampleYields:
+        return SampleYields(group=group, kind=kind, events_read=1, events_selected=1, normalisation=1.0,
+                            expected=y, expected_uncertainty=math.sqrt(w2), m4l=histogram([y], [w2]), channels={})
 
-    return {
-        "bin_edges": [120.0, 130.0],
-        "groups": [{"id": "bkg", "kind": "background"}, {"id": "sig", "kind": "signal"}],
-        "samples": {"S": sample("sig", "signal", s, 0.0), "B": sample("bkg", "background", b, sumw2_b)},
-        "data": {"histogram": [n]},
-    }
+    def group(gid: str, kind: str) -> GroupInfo:
+        return GroupInfo(id=gid, label=gid, text=gid, color="#000000", kind=kind, samples=())
+
+    return RunResults(
+        run_id="one-bin", status="complete", release="2020", luminosity_fb=1.0, bin_edges=(120.0, 130.0),
+        groups=(group("bkg", "background"), group("sig", "signal")),
+        samples={"S": sample("sig", "signal", s, 0.0), "B": sample("bkg", "background", b, sumw2_b)},
+        data=DataSummary(m4l=histogram([n]), channels={}), inputs=(), chunks=ChunkSummary(total=1),
+        config=AnalysisConfig(bins=1, m4l_range_gev=(120.0, 130.0), mass_window_gev=(120.0, 130.0)),
+    )
 
 
 NO_SYST = FitOptions(background_norm_uncertainty=0.0, staterror=False)
@@ -133,17 +181,23 @@ def test_asimov_significance_hand_computed() -> None:
 def test_window_counts_sum_the_window_bins() -> None:
     results = make_results()
     n_sb, n_bg, n_sig = window_counts(results, (115.0, 130.0))
-    edges = np.asarray(results["bin_edges"])
+    edges = np.asarray(results.bin_edges)
     sel = (edges[:-1] >= 115.0) & (edges[:-1] < 130.0)
     assert sel.sum() == 3
-    sig = sum(np.asarray(s["histogram"])[sel].sum() for s in results["samples"].values()
-              if s["group"] == "signal")
-    bkg = sum(np.asarray(s["histogram"])[sel].sum() for s in results["samples"].values()
-              if s["group"] != "signal")
+    sig = sum(np.asarray(s.m4l.values)[sel].sum() for s in results.samples.values() if s.group == "signal")
+    bkg = sum(np.asarray(s.m4l.values)[sel].sum() for s in results.samples.values() if s.group != "signal")
     assert n_sig == pytest.approx(sig)
     assert n_bg == pytest.approx(bkg)
     assert n_sb == pytest.approx(sig + bkg)
     assert n_sig > 8.0  # most of the 2 GeV-wide peak is inside
+
+
+def test_a_group_outside_the_results_counts_by_the_sample_kind() -> None:
+    # Only the stacked groups are listed in the results; a signal sample of an unlisted group
+    # must still count as signal.
+    results = make_results()
+    listed = results.model_copy(update={"groups": tuple(g for g in results.groups if g.id != "signal")})
+    assert window_counts(listed, (115.0, 130.0)) == pytest.approx(window_counts(results, (115.0, 130.0)))
 
 
 def test_window_not_on_bin_edges_is_a_config_error() -> None:
@@ -156,8 +210,8 @@ def test_window_not_on_bin_edges_is_a_config_error() -> None:
 def test_one_bin_fit_matches_closed_form() -> None:
     s, b, n = 10.0, 20.0, 35.0
     fit = fit_results(_one_bin_results(s, b, n), NO_SYST)
-    assert fit["converged"], fit.get("error")
-    assert fit["mu"] == pytest.approx((n - b) / s, abs=1e-4)
+    assert fit.converged, fit.error
+    assert fit.mu == pytest.approx((n - b) / s, abs=1e-4)
     # -2 ln L(mu) - min = 1 at mu s + b = x where 2(x - n - n ln(x/n)) = 1
     from scipy.optimize import brentq
 
@@ -166,32 +220,34 @@ def test_one_bin_fit_matches_closed_form() -> None:
 
     up = (brentq(g, n, 3 * n) - b) / s
     down = (brentq(g, 1e-3, n) - b) / s
-    assert fit["mu_uncertainty_up"] == pytest.approx(up - 1.5, abs=1e-3)
-    assert fit["mu_uncertainty_down"] == pytest.approx(1.5 - down, abs=1e-3)
-    assert fit["mu_uncertainty"] == pytest.approx(math.sqrt(n) / s, rel=0.02)
+    assert fit.mu_uncertainty_up == pytest.approx(up - 1.5, abs=1e-3)
+    assert fit.mu_uncertainty_down == pytest.approx(1.5 - down, abs=1e-3)
+    assert fit.mu_uncertainty == pytest.approx(math.sqrt(n) / s, rel=0.02)
     # q0 = 2(n ln(n/b) - (n - b)) without nuisance parameters
     z_obs = math.sqrt(2.0 * (n * math.log(n / b) - (n - b)))
-    assert fit["significance_observed"] == pytest.approx(z_obs, rel=1e-4)
-    assert fit["significance_expected"] == pytest.approx(asimov_significance(s, b), rel=1e-4)
+    assert fit.significance_observed == pytest.approx(z_obs, rel=1e-4)
+    assert fit.significance_expected == pytest.approx(asimov_significance(s, b), rel=1e-4)
 
 
 def test_fit_on_asimov_data_returns_mu_one_and_expected_significance() -> None:
     results = make_results()
     inputs = fit_input(results)
     asimov = inputs.signal + sum(h for h, _ in inputs.backgrounds.values())
-    results["data"]["histogram"] = np.zeros(len(results["bin_edges"]) - 1).tolist()
-    for i, value in zip(inputs.bins_used, asimov, strict=True):
-        results["data"]["histogram"][i] = float(value)
+    data = np.zeros(len(results.bin_edges) - 1)
+    data[inputs.bins_used] = asimov
+    results = with_data(results, data.tolist())
     fit = fit_results(results, FitOptions())
-    assert fit["converged"], fit.get("error")
-    assert fit["mu"] == pytest.approx(1.0, abs=2e-3)
-    assert fit["significance_observed"] == pytest.approx(fit["significance_expected"], rel=5e-3)
-    assert fit["p_value_observed"] == pytest.approx(fit["p_value_expected"], rel=2e-2)
+    assert fit.converged, fit.error
+    assert fit.mu == pytest.approx(1.0, abs=2e-3)
+    assert fit.significance_observed == pytest.approx(fit.significance_expected, rel=5e-3)
+    assert fit.p_value_observed == pytest.approx(fit.p_value_expected, rel=2e-2)
     # Uncertainties can only lower the sensitivity below the systematics-free value.
     free = fit_results(results, NO_SYST)
-    assert free["mu"] == pytest.approx(1.0, abs=2e-3)
-    assert fit["significance_expected"] < free["significance_expected"]
-    assert fit["mu_uncertainty"] > free["mu_uncertainty"]
+    assert free.mu == pytest.approx(1.0, abs=2e-3)
+    assert fit.significance_expected is not None and free.significance_expected is not None
+    assert fit.significance_expected < free.significance_expected
+    assert fit.mu_uncertainty is not None and free.mu_uncertainty is not None
+    assert fit.mu_uncertainty > free.mu_uncertainty
 
 
 def test_staterror_and_normsys_follow_the_options() -> None:
@@ -213,44 +269,43 @@ def test_staterror_and_normsys_follow_the_options() -> None:
 
 def test_empty_bins_are_dropped_and_zero_data_fits() -> None:
     results = make_results()
-    for sample in results["samples"].values():
-        sample["histogram"][-1] = 0.0
-        sample["sumw2"][-1] = 0.0
-    results["data"]["histogram"] = [0.0] * (len(results["bin_edges"]) - 1)
-    results["data"]["histogram"][-1] = 2.0
-    fit = fit_results(results)
-    assert fit["bins_used"] == fit["bins_total"] - 1
-    assert fit["data_outside_model"] == 2.0
-    assert fit["converged"], fit.get("error")
-    assert fit["mu"] == pytest.approx(fit["mu_bounds"][0], abs=1e-3)
-    assert fit["significance_observed"] == pytest.approx(0.0, abs=1e-6)
+    samples = {}
+    for name, sample in results.samples.items():
+        m4l = sample.m4l.model_copy(update={"values": (*sample.m4l.values[:-1], 0.0),
+                                            "variances": (*sample.m4l.variances[:-1], 0.0)})
+        samples[name] = sample.model_copy(update={"m4l": m4l})
+    data = [0.0] * (len(results.bin_edges) - 1)
+    data[-1] = 2.0
+    fit = fit_results(with_data(with_samples(results, samples), data))
+    assert fit.bins_used == fit.bins_total - 1
+    assert fit.data_outside_model == 2.0
+    assert fit.converged, fit.error
+    assert fit.mu_bounds is not None
+    assert fit.mu == pytest.approx(fit.mu_bounds[0], abs=1e-3)
+    assert fit.significance_observed == pytest.approx(0.0, abs=1e-6)
 
 
 def test_no_signal_reports_instead_of_failing() -> None:
     results = make_results()
-    for sample in results["samples"].values():
-        if sample["group"] == "signal":
-            sample["histogram"] = [0.0] * len(sample["histogram"])
+    results = with_sample_values(results, {name: [0.0] * len(s.m4l.values)
+                                           for name, s in results.samples.items() if s.group == "signal"})
     fit = fit_results(results)
-    assert fit["mu"] is None and not fit["converged"]
-    assert "no signal" in fit["error"]
+    assert fit.mu is None and not fit.converged
+    assert fit.error is not None and "no signal" in fit.error
 
 
 def test_summarise_fills_the_contract() -> None:
     results = make_results()
-    out = summarise(results, (115.0, 130.0), FitOptions())
-    sig = out["significance"]
-    assert sig["window_gev"] == [115.0, 130.0]
-    assert sig["notebook"] == pytest.approx(
-        sig["n_sig_plus_bg"] / math.sqrt(sig["n_bg"] + 0.3 * sig["n_bg"] ** 2))
-    assert sig["asimov"] == pytest.approx(asimov_significance(sig["n_sig"], sig["n_bg"]))
-    fit = out["fit"]
-    for key in ("mu", "mu_uncertainty", "significance_observed", "significance_expected",
-                "p_value_observed", "p_value_expected"):
-        assert isinstance(fit[key], float), key
-    assert fit["background_norm_uncertainty"] == 0.10 and fit["staterror"] is True
+    sig, fit = summarise(results, (115.0, 130.0), FitOptions())
+    assert sig.window_gev == (115.0, 130.0)
+    assert sig.notebook == pytest.approx(sig.n_sig_plus_bg / math.sqrt(sig.n_bg + 0.3 * sig.n_bg ** 2))
+    assert sig.asimov == pytest.approx(asimov_significance(sig.n_sig, sig.n_bg))
+    for value in (fit.mu, fit.mu_uncertainty, fit.significance_observed, fit.significance_expected,
+                  fit.p_value_observed, fit.p_value_expected):
+        assert isinstance(value, float)
+    assert fit.background_norm_uncertainty == 0.10 and fit.staterror is True
     # The synthetic data are the expectation plus small wiggles: mu must come out near 1.
-    assert 0.3 < fit["mu"] < 1.7
-    import json
-
-    json.dumps(out, allow_nan=False)
+    assert fit.mu is not None and 0.3 < fit.mu < 1.7
+    # The completed document passes its own schema both ways.
+    complete = results.model_copy(update={"significance": sig, "fit": fit})
+    assert RunResults.from_json(complete.to_json()) == complete

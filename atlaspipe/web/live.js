@@ -1,8 +1,6 @@
 // Live progress for `atlaspipe serve`: polls the JSON status endpoints, no manual reload needed.
 "use strict";
 (function () {
-  const TERMINAL = new Set(["succeeded", "failed", "partial"]);
-
   function text(root, selector, value) {
     const el = root.querySelector(selector);
     if (el) el.textContent = value;
@@ -19,14 +17,15 @@
     text(root, ".chunks-total", String(total));
     text(root, ".chunks-failed", String(s.chunks_failed || 0));
     text(root, ".events-read", Number(s.events_read || 0).toLocaleString("en-US"));
+    text(root, ".events-total", s.events_total ? " of " + Number(s.events_total).toLocaleString("en-US") : "");
+    text(root, ".percent", s.percent_text || "");
+    text(root, ".eta", s.eta_text || "");
     text(root, ".message", s.message || "");
     text(root, ".updated", s.updated_text || "");
   }
 
   function pollRun(box) {
-    const initial = box.dataset.state;
     const interval = Number(box.dataset.interval || 1000);
-    if (TERMINAL.has(initial)) return;
     const url = "/api/runs/" + encodeURIComponent(box.dataset.run) + "/status";
     async function tick() {
       try {
@@ -39,7 +38,8 @@
             badge.textContent = s.state; badge.className = "badge " + s.state;
           }
           box.dataset.polls = String(Number(box.dataset.polls || 0) + 1);
-          if (TERMINAL.has(s.state)) { window.location.reload(); return; }
+          // The server says when the run has ended: reload to show its results or why it failed.
+          if (s.terminal) { window.location.reload(); return; }
         }
       } catch (e) { /* server restarting: try again on the next tick */ }
       window.setTimeout(tick, interval);
@@ -61,7 +61,10 @@
           }
           for (const run of runs) {
             const row = table.querySelector('tr[data-run="' + CSS.escape(run.run_id) + '"]');
-            if (row && run.status) showStatus(row, run.status);
+            if (!row || !run.status) continue;
+            // A run that has just ended has new headline numbers: show the page afresh.
+            if (run.status.terminal && row.dataset.terminal !== "true") { window.location.reload(); return; }
+            showStatus(row, run.status);
           }
         }
       } catch (e) { /* keep polling */ }

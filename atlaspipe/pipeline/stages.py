@@ -1,0 +1,37 @@
+"""The analysis stage functions behind the lifecycle: plan a request, merge chunk results, write outputs."""
+
+from __future__ import annotations
+
+from atlaspipe.config import AnalysisConfig
+from atlaspipe.model import Aggregate, ChunkResult, RunPlan, RunRequest, RunResults, RunStatus
+
+
+class AnalysisStages:
+    """The H→ZZ*→4ℓ stages. ``fence_inputs`` keeps a submitted run's local paths inside the input
+    roots: its worker reads files on behalf of whoever submitted it."""
+
+    def __init__(self, fence_inputs: bool = False) -> None:
+        self.fence_inputs = fence_inputs
+
+    def plan(self, request: RunRequest) -> RunPlan:
+        from atlaspipe.planning import plan_run, resolve_inputs
+
+        if self.fence_inputs:
+            from atlaspipe.inputs import check_submitted_inputs
+
+            check_submitted_inputs(request.inputs)
+        release, files = resolve_inputs(request.release, request.inputs, request.samples, request.base_url,
+                                        request.fetch)
+        config = AnalysisConfig(**{**request.config.model_dump(), "release": release})
+        return plan_run(request.run_id, config, files, allow_partial=request.allow_partial)
+
+    def aggregate(self, plan: RunPlan, results: dict[int, ChunkResult]) -> Aggregate:
+        from atlaspipe.processing import aggregate
+
+        return aggregate(plan, results)
+
+    def finalize(self, aggregate: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
+                 workers: tuple[str, ...]) -> RunResults | None:
+        from atlaspipe.processing import finalize
+
+        return finalize(aggregate, plan, request, status, workers)
