@@ -41,6 +41,8 @@ class AnalysisConfig(BaseModel):
     lepton_pt_gev: tuple[float, float, float] | None = None
     """Leading-lepton pT cuts; None means the release default (2020: none, 2025e: 20/15/10)."""
     sfos_pairing: bool = False
+    lepton_order: Literal["stored", "pt"] | None = None
+    """Which leptons the pT cuts see first: as stored (the notebooks) or pT-ordered; None means the release default."""
     luminosity_fb: float | None = Field(None, gt=0)
     """Overrides the release's integrated luminosity."""
     stacked_groups: tuple[str, ...] | None = None

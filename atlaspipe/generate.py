@@ -1,35 +1,38 @@
 """``atlaspipe generate``: a seeded, vectorised generator of 4-lepton events in the real ROOT schemas.
 
 No ATLAS MC file can be had offline, so this writes look-alikes of the public files: the 2020
-``mini`` tree (MeV, leptons pT-ordered, 4–6 leptons) and the 2025e ``analysis`` tree (GeV, exactly
-four leptons, electrons first and not pT-ordered), with the same file names and folder layout as
-the public servers.
+``mini`` tree (MeV, leptons pT-ordered, at least four leptons, every event with a fired single-lepton
+trigger and a leading lepton of at least 25 GeV, as in the real 4lep skim) and the 2025e ``analysis``
+tree (GeV, exactly four leptons, electrons first and not pT-ordered), with the same file names and
+folder layout as the public servers. The physics and its sources are in docs/physics.md.
 
-Physics content (parameters in ``generator_models.json``): H→ZZ*→4ℓ built as two Z decays with Z1
-on shell and Z2 off shell, at 125 GeV with ~1.7 GeV resolution from lepton momentum smearing;
-ZZ*→4ℓ as a Z→4ℓ peak, an off-shell continuum and the on-shell ZZ rise above 180 GeV; Z+jets and
-tt̄ with two non-prompt leptons of random flavour and charge, softer and less isolated, so that
-most of them fail the charge and flavour sums.
+Events. Every process is a mixture of components (``generator_models.json``). A component draws
+m4l from its spectrum (Breit–Wigner, shifted-Gamma, power-law, log-uniform terms), splits it into
+two lepton pairs of chosen masses (Z1 on shell and a Z2 that is off shell, a Z or a γ*, or a
+non-prompt pair from heavy-flavour decays), decays each pair isotropically and boosts the system
+with a Gamma-distributed pT and a Gaussian rapidity. The detector then adds final-state radiation
+(a log-uniform energy loss of some prompt leptons, which gives the peaks their low-mass tail),
+momentum smearing, electron charge flips, the release's |η| acceptance, single-lepton trigger
+decisions, and (2025e) ID and isolation flags whose rates differ for prompt and non-prompt leptons.
 
 Weights. Every MC event gets scale factors near 1 and ``mcWeight = C_s × (1 + small fluctuation)``.
-The per-sample constant ``C_s`` is calibrated from the generator's own knowledge of which events
-it built to pass the release's selection (80 ≤ m4l < 250 GeV), so that the catalog normalisation
-(2020: lumi·1000·xsec/(sumw·red_eff) at 10 fb⁻¹; 2025e: the per-event xsec/kfac/filteff/
-sum_of_weights branches at 36.6 fb⁻¹) gives the target yield exactly for any event count. With the
-"natural" event counts — the counts at which the targets come out with the real samples' typical
-weight: 1 for 2020 (about 8M events, mostly ggH, then Z+jets and VBF, because the catalog sumw of
-those samples is large), sum_of_weights/nEvents for 2025e (about 4M events, mostly ZZ*) — ``C_s`` is
-about that typical weight; with fewer events it scales up as natural/generated. ``--events N``
-splits N over the samples in these natural proportions, with a floor per sample (200 events, and
-enough for about 50 passing ones) so that tiny samples keep some statistics.
+The per-sample constant ``C_s`` makes the sample's yield after the release's notebook selection
+(run by :func:`atlaspipe.selection.analyse` on the branches as written) equal its target in the
+release's calibration range: for 2020 the notebook's printed per-sample yields over all m4l, for
+2025e the group yields read from the notebook's figure in 80–250 GeV. So the yield is right at any
+event count. ``--events N`` splits N over the samples in "natural" proportions (the counts at
+which the targets come out with the real samples' typical weight), with a floor per sample.
 
-Pseudo-data are a Poisson draw per MC sample of the expected recorded count (the normalised sum of
-weights over all generated events), generated afresh as unweighted events from the sample's model,
-split over the data periods by luminosity and shuffled within each file.
+Pseudo-data: per data period, a Poisson draw for every MC sample of its expected recorded count
+(its normalised sum of weights over all written events) scaled to the period's luminosity, plus
+the release's data-only components (2025e: the non-prompt multi-lepton events that fill the real
+exactly4lep skim and that no MC sample of the release describes), generated afresh as unweighted
+events and shuffled within the file.
 
-Determinism: every (sample, purpose, batch) has its own numpy ``SeedSequence`` keyed by the seed,
-the release and stable hashes of the names, and batches have fixed boundaries, so the output depends
-only on (release, seed, event counts) — not on sample order or on which samples are written.
+Determinism: every (sample, purpose, batch) and every (sample, period) has its own numpy
+``SeedSequence`` keyed by the seed, the release and stable hashes of the names, and batches have
+fixed boundaries, so the output depends only on (release, seed, event counts) — not on sample
+order or on which samples and periods are written.
 """
 
 from __future__ import annotations
@@ -50,13 +53,15 @@ import numpy as np
 import numpy.typing as npt
 import uproot
 
-from atlaspipe.catalog import RELEASES, Release, Sample, load_release
+from atlaspipe.catalog import RELEASES, Release, Sample, _raw_catalog, load_release
 from atlaspipe.errors import CatalogError, ConfigError
+from atlaspipe.selection import SelectionOptions, analyse, event_weight_2020, event_weight_2025e
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 Columns = dict[str, npt.NDArray[Any]]
+Params = dict[str, Any]
 
 BATCH_EVENTS = 500_000
 """Events per generated batch and per ``TTree.extend`` call (one TTree cluster each).
@@ -76,7 +81,6 @@ ELECTRON, MUON = 11, 13
 _MASS = {ELECTRON: 0.000511, MUON: 0.10566}
 _Z_MASS, _Z_WIDTH = 91.1876, 2.4952
 _MC_RUN_NUMBER = 284500
-_M4L_RANGE = (80.0, 250.0)
 _PURPOSE_MC, _PURPOSE_DATA, _PURPOSE_COUNT, _PURPOSE_SHUFFLE = 0, 1, 2, 3
 _COMPRESSION = {"zlib": lambda: uproot.ZLIB(1), "lz4": lambda: uproot.LZ4(1)}
 
@@ -117,6 +121,7 @@ class GenerationReport:
     events: dict[str, int] = field(default_factory=dict)
     weight_constants: dict[str, float] = field(default_factory=dict)
     expected_data: dict[str, float] = field(default_factory=dict)
+    """Per MC sample, the expected number of its events recorded over the whole release."""
     seconds: float = 0.0
 
     @property
@@ -132,57 +137,81 @@ class GenerationReport:
 
 
 @cache
-def _parameters() -> dict[str, Any]:
+def _parameters() -> Params:
     text = resources.files("atlaspipe").joinpath("generator_models.json").read_text("utf-8")
-    loaded: dict[str, Any] = json.loads(text)
+    loaded: Params = json.loads(text)
     return loaded
+
+
+def _release_parameters(release: str) -> Params:
+    params: Params = _parameters()["releases"][release]
+    return params
 
 
 @cache
 def _num_events_2025e() -> dict[int, float]:
     """nEvents per DSID; the Sample dataclass does not carry it, but sum_of_weights_squared needs it."""
-    raw = json.loads(resources.files("atlaspipe.catalogs").joinpath("2025e_exactly4lep.json")
-                     .read_text("utf-8"))
-    return {int(d["dataset_number"]): float(d["nEvents"]) for d in raw["datasets"]}
+    return {int(d["dataset_number"]): float(d["nEvents"]) for d in _raw_catalog("2025e")["datasets"]}
 
 
-def _sample_parameters(release: Release, sample: Sample) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DataPeriod:
+    """A data period of a release: its luminosity and run range (catalog ``data`` entries)."""
+
+    name: str
+    luminosity_fb: float
+    runs: tuple[int, int]
+
+
+@cache
+def data_periods(release: str) -> tuple[DataPeriod, ...]:
+    """The release's data periods with the luminosities and run ranges the catalog gives them."""
+    return tuple(DataPeriod(d["name"], float(d["luminosity_fb"]), (int(d["runs"][0]), int(d["runs"][1])))
+                 for d in _raw_catalog(release)["data"])
+
+
+def notebook_options(release: str) -> SelectionOptions:
+    """The release notebook's selection (the catalog's ``analysis_defaults``), which calibration uses."""
+    defaults = _raw_catalog(release)["analysis_defaults"]
+    pt = defaults["lepton_pt_gev"]
+    return SelectionOptions(lepton_pt_gev=None if pt is None else (float(pt[0]), float(pt[1]), float(pt[2])),
+                            lepton_order=defaults["lepton_order"])
+
+
+def calibration_range(release: str) -> tuple[float, float] | None:
+    """The m4l range [GeV] the targets refer to: None for all m4l."""
+    span = _release_parameters(release)["calibration_m4l_gev"]
+    return None if span is None else (float(span[0]), float(span[1]))
+
+
+def _sample_parameters(release: Release, sample: Sample) -> Params:
     try:
-        entry: dict[str, Any] = _parameters()["releases"][release.name]["samples"][sample.name]
+        entry: Params = _release_parameters(release.name)["samples"][sample.name]
     except KeyError:
         raise ConfigError(f"generator_models.json has no model for sample {sample.name}") from None
     return entry
 
 
-def _model(release: Release, sample: Sample) -> dict[str, Any]:
-    model: dict[str, Any] = _parameters()["models"][_sample_parameters(release, sample)["model"]]
+def _model(name: str) -> Params:
+    model: Params = _parameters()["models"][name]
     return model
 
 
-def _periods(release: Release) -> dict[str, dict[str, Any]]:
-    periods: dict[str, dict[str, Any]] = _parameters()["releases"][release.name]["data_periods"]
-    return periods
+def _sample_model(release: Release, sample: Sample) -> Params:
+    return _model(_sample_parameters(release, sample)["model"])
 
 
 def target_yield(release: Release, sample: Sample) -> float:
-    """The weighted yield after the selection (80–250 GeV) the generator calibrates ``sample`` to."""
+    """The weighted yield after the notebook selection, in :func:`calibration_range`, of ``sample``."""
     if release.name == "2020":
         return release.reference_yields[sample.name]
     return float(_sample_parameters(release, sample)["target_yield"])
 
 
-def normalisation(release: Release, sample: Sample) -> float:
-    """Per-sample factor turning Σ(mcWeight·SFs) into events, as the analysis computes it.
+def _normalisation(release: Release, sample: Sample) -> float:
+    from atlaspipe.processing import normalisation
 
-    For 2025e the analysis reads xsec, kfac and filteff from float32 branches, so those are rounded.
-    """
-    lumi_pb = release.luminosity_fb * 1000.0
-    assert sample.xsec_pb is not None and sample.sumw is not None
-    if release.name == "2020":
-        return lumi_pb * sample.xsec_pb / (sample.sumw * (sample.red_eff or 1.0))
-    factors = (sample.xsec_pb, sample.k_factor or 1.0, sample.filter_eff or 1.0)
-    product = float(np.prod(np.abs(np.asarray(factors, dtype=np.float32).astype(np.float64))))
-    return lumi_pb * product / sample.sumw
+    return normalisation(release, sample, release.luminosity_fb)
 
 
 def _efficiency(release: Release, sample: Sample) -> float:
@@ -196,9 +225,18 @@ def natural_weight(release: Release, sample: Sample) -> float:
     return sample.sumw / _num_events_2025e().get(sample.dsid, sample.sumw)
 
 
+def _yield_per_unit_weight(release: Release, sample: Sample) -> float:
+    """What one event with mcWeight 1 and unit scale factors adds to the yield, as the analysis weighs it."""
+    pieces = [{name: np.ones(1) for name in ("fluctuation", "importance", "sf_pileup", "sf_ele", "sf_muon",
+                                             "sf_trigger")}]
+    weights = _weight_branches(release.name, pieces, sample, 1.0)
+    per_event = _EVENT_WEIGHT[release.name](ak.Array(weights))
+    return _normalisation(release, sample) * float(per_event[0])
+
+
 def natural_events(release: Release, sample: Sample) -> float:
     """Events at which the target yield comes out with the natural mcWeight (given the efficiency)."""
-    expected = target_yield(release, sample) / normalisation(release, sample)
+    expected = target_yield(release, sample) / _yield_per_unit_weight(release, sample)
     return expected / _efficiency(release, sample) / natural_weight(release, sample)
 
 
@@ -208,7 +246,7 @@ def events_per_sample(release: Release, events: int, samples: Sequence[Sample],
     mc = [s for s in samples if not s.is_data]
     natural = {s.name: natural_events(release, s) for s in mc}
     total = sum(natural.values())
-    # Rarely-passing samples (fakes under the 2025e cuts) need more events to be calibrated at all.
+    # Rarely-passing samples need more events to be calibrated at all.
     floor = {s.name: max(minimum, int(np.ceil(_PASSING_FLOOR / _efficiency(release, s)))) for s in mc}
     return {name: max(floor[name], round(events * value / total)) for name, value in natural.items()}
 
@@ -243,33 +281,29 @@ class _Leptons:
     charge: I64
     prompt: Bool
     present: Bool
+    importance: F64
+    """Per event: natural over sampled probability of its component and spectrum terms (1 unbiased)."""
 
     def __len__(self) -> int:
         return len(self.ltype)
 
     def take(self, index: npt.NDArray[Any] | slice) -> _Leptons:
         return _Leptons(self.p4[index], self.ltype[index], self.charge[index], self.prompt[index],
-                        self.present[index])
+                        self.present[index], self.importance[index])
 
     @staticmethod
     def empty(n: int) -> _Leptons:
         return _Leptons(np.zeros((n, MAX_LEPTONS, 4)), np.full((n, MAX_LEPTONS), ELECTRON),
                         np.zeros((n, MAX_LEPTONS), dtype=np.int64),
-                        np.zeros((n, MAX_LEPTONS), dtype=bool), np.zeros((n, MAX_LEPTONS), dtype=bool))
+                        np.zeros((n, MAX_LEPTONS), dtype=bool), np.zeros((n, MAX_LEPTONS), dtype=bool),
+                        np.ones(n))
 
-    def put(self, slot: int, p4: F64, ltype: I64, charge: I64, prompt: bool,
-            where: Bool | None = None) -> None:
-        mask = np.ones(len(self), dtype=bool) if where is None else where
-        self.p4[mask, slot] = p4[mask]
-        self.ltype[mask, slot] = ltype[mask]
-        self.charge[mask, slot] = charge[mask]
-        self.prompt[mask, slot] = prompt
-        self.present[mask, slot] = True
+
+_LEPTON_FIELDS = ("p4", "ltype", "charge", "prompt", "present", "importance")
 
 
 def _concat(parts: list[_Leptons]) -> _Leptons:
-    return _Leptons(*(np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("p4", "ltype", "charge", "prompt", "present")))
+    return _Leptons(*(np.concatenate([getattr(p, f) for p in parts]) for f in _LEPTON_FIELDS))
 
 
 def _mass_of(ltype: I64) -> F64:
@@ -282,11 +316,67 @@ def _p4(pt: F64, eta: F64, phi: F64, mass: F64) -> F64:
     return np.stack([energy, px, py, pz], axis=-1)
 
 
-def _breit_wigner(rng: np.random.Generator, n: int, lo: float | F64, hi: float | F64) -> F64:
-    """Z masses from a Breit–Wigner truncated to [lo, hi] by inverting its CDF."""
-    a = np.arctan(2.0 * (np.asarray(lo) - _Z_MASS) / _Z_WIDTH)
-    b = np.arctan(2.0 * (np.asarray(hi) - _Z_MASS) / _Z_WIDTH)
-    return np.asarray(_Z_MASS + 0.5 * _Z_WIDTH * np.tan(rng.uniform(a, b, n)), dtype=np.float64)
+def _breit_wigner(rng: np.random.Generator, n: int, lo: float | F64, hi: float | F64,
+                  mass: float = _Z_MASS, width: float = _Z_WIDTH) -> F64:
+    """Masses from a Breit–Wigner truncated to [lo, hi] by inverting its CDF."""
+    a = np.arctan(2.0 * (np.asarray(lo) - mass) / width)
+    b = np.arctan(2.0 * (np.asarray(hi) - mass) / width)
+    return np.asarray(mass + 0.5 * width * np.tan(rng.uniform(a, b, n)), dtype=np.float64)
+
+
+def _log_uniform(rng: np.random.Generator, n: int, lo: float | F64, hi: float | F64) -> F64:
+    return np.asarray(np.exp(rng.uniform(np.log(lo), np.log(hi), n)), dtype=np.float64)
+
+
+def _spectrum_term(rng: np.random.Generator, n: int, term: Params) -> F64:
+    shape = term["shape"]
+    if shape == "fixed":
+        return np.full(n, float(term["value"]))
+    if shape == "breit_wigner":
+        return _breit_wigner(rng, n, term["lo"], term["hi"], term["mass"], term["width"])
+    if shape == "gamma":
+        return np.asarray(term["offset"] + rng.gamma(term["shape_k"], term["scale"], n), dtype=np.float64)
+    if shape == "power_law":
+        # pdf ∝ m^-index above lo, by inverting the CDF
+        return np.asarray(term["lo"] * rng.random(n) ** (-1.0 / (term["index"] - 1.0)), dtype=np.float64)
+    if shape == "log_uniform":
+        return _log_uniform(rng, n, term["lo"], term["hi"])
+    if shape == "uniform":
+        return rng.uniform(term["lo"], term["hi"], n)
+    raise ConfigError(f"generator_models.json: unknown spectrum shape {shape!r}")
+
+
+def _biased_choice(rng: np.random.Generator, n: int, weights: Sequence[float], biases: Sequence[float],
+                   biased: bool) -> tuple[I64, F64]:
+    """Indices drawn with probability ∝ weight (× bias when ``biased``) and each draw's importance weight.
+
+    Biased MC oversamples some terms, as real MC productions oversample rare regions; the
+    importance weight (natural over sampled probability) goes into mcWeight, so weighted sums keep
+    the natural mixture. Pseudo-data are never biased.
+    """
+    natural = np.asarray(weights, dtype=np.float64)
+    natural = natural / natural.sum()
+    sampled = natural * np.asarray(biases, dtype=np.float64) if biased else natural
+    sampled = sampled / sampled.sum()
+    which = _choice(rng, n, sampled)
+    return which, np.asarray((natural / sampled)[which], dtype=np.float64)
+
+
+def _spectrum(rng: np.random.Generator, n: int, terms: list[Params], biased: bool = False) -> F64:
+    """Values from a weighted mixture of spectrum terms."""
+    return _biased_spectrum(rng, n, terms, biased)[0]
+
+
+def _biased_spectrum(rng: np.random.Generator, n: int, terms: list[Params], biased: bool) -> tuple[F64, F64]:
+    if len(terms) == 1:
+        return _spectrum_term(rng, n, terms[0]), np.ones(n)
+    which, importance = _biased_choice(rng, n, [t["weight"] for t in terms],
+                                       [t.get("mc_bias", 1.0) for t in terms], biased)
+    out = np.empty(n)
+    for index, term in enumerate(terms):
+        chosen = which == index
+        out[chosen] = _spectrum_term(rng, int(chosen.sum()), term)
+    return out, importance
 
 
 def _two_body(rng: np.random.Generator, mother: F64, m_a: F64, m_b: F64) -> tuple[F64, F64]:
@@ -327,143 +417,174 @@ def _boost(p4: F64, beta: F64) -> F64:
     return out
 
 
-def _system_velocity(rng: np.random.Generator, mass: F64, model: dict[str, Any]) -> F64:
+def _system_velocity(rng: np.random.Generator, mass: F64, system: Params) -> F64:
     """Lab velocity of a system of ``mass`` with a Gamma-distributed pT and Gaussian rapidity."""
     n = len(mass)
-    pt = rng.gamma(model["pt_shape"], model["pt_scale"], n)
-    rapidity = np.clip(rng.normal(0.0, model["y_sigma"], n), -4.0, 4.0)
+    pt = rng.gamma(system["pt_shape"], system["pt_scale"], n)
+    rapidity = np.clip(rng.normal(0.0, system["y_sigma"], n), -4.0, 4.0)
     phi = rng.uniform(0.0, 2.0 * np.pi, n)
     mt = np.sqrt(mass**2 + pt**2)
     energy = mt * np.cosh(rapidity)
     return np.stack([pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(rapidity)], axis=-1) / energy[:, None]
 
 
-def _random_flavour(rng: np.random.Generator, n: int) -> I64:
-    return np.where(rng.random(n) < 0.5, ELECTRON, MUON).astype(np.int64)
+def _choice(rng: np.random.Generator, n: int, probabilities: Sequence[float]) -> I64:
+    p = np.asarray(probabilities, dtype=np.float64)
+    return np.asarray(rng.choice(len(p), size=n, p=p / p.sum()), dtype=np.int64)
 
 
-def _random_charge(rng: np.random.Generator, n: int) -> I64:
+def _flavour(rng: np.random.Generator, n: int, electron_probability: float) -> I64:
+    return np.where(rng.random(n) < electron_probability, ELECTRON, MUON).astype(np.int64)
+
+
+def _sign(rng: np.random.Generator, n: int) -> I64:
     return np.where(rng.random(n) < 0.5, -1, 1).astype(np.int64)
 
 
-def _pair_decay(rng: np.random.Generator, parent: F64, mass: F64, flavour: I64) -> tuple[F64, F64]:
-    """A resonance of ``mass`` with lab 4-momentum ``parent`` → ℓ⁻ℓ⁺ of ``flavour``."""
-    m_lep = _mass_of(flavour)
-    a, b = _two_body(rng, mass, m_lep, m_lep)
-    beta = parent[:, 1:] / parent[:, :1]
-    return _boost(a, beta), _boost(b, beta)
+# ---- pair masses and lepton labels per component kind; every kind returns (m_a, m_b) with m_a + m_b < m4l
 
 
-def _four_lepton_masses(rng: np.random.Generator, n: int, model: dict[str, Any]) -> tuple[F64, F64, F64]:
-    """(m4l, m_Z1, m_Z2) for the resonant 4-lepton models."""
-    if model["kind"] == "higgs":
-        m4l = np.full(n, float(model["mass"]))
-        m1 = _breit_wigner(rng, n, 50.0, 106.0)
-        m2 = 10.0 + (m4l - m1 - 10.5) * rng.beta(3.0, 1.3, n)
-        return m4l, m1, m2
-    fractions = model["fractions"]
-    component = rng.choice(3, size=n, p=[fractions["z4l"], fractions["offshell"], fractions["onshell"]])
-    m4l, m1, m2 = np.empty(n), np.empty(n), np.empty(n)
-    # Z→4ℓ: one Z* recoiling against a soft γ*/Z* inside the Z peak.
-    z = component == 0
-    nz = int(z.sum())
-    m4l[z] = _breit_wigner(rng, nz, 76.0, 106.0)
-    m2[z] = 4.0 + 20.0 * rng.beta(1.3, 3.0, nz)
-    m1[z] = (m4l[z] - m2[z]) * rng.uniform(0.55, 0.98, nz)
-    # Off-shell continuum between the Z and the ZZ threshold.
-    off = component == 1
-    n_off = int(off.sum())
-    m4l[off] = 100.0 + 85.0 * rng.beta(1.0, 1.3, n_off)
-    m1[off] = _breit_wigner(rng, n_off, 60.0, np.minimum(106.0, m4l[off] - 12.0))
-    m2[off] = 10.0 + (m4l[off] - m1[off] - 10.5) * rng.beta(2.0, 1.2, n_off)
-    # On-shell ZZ: both Z on the peak, m4l rising from threshold with a long tail.
-    on = component == 2
-    n_on = int(on.sum())
-    m1[on] = _breit_wigner(rng, n_on, 66.0, 116.0)
-    m2[on] = _breit_wigner(rng, n_on, 66.0, 116.0)
-    m4l[on] = m1[on] + m2[on] + rng.gamma(model["onshell_shape"], model["onshell_scale"], n_on)
-    return m4l, m1, m2
+def _higgs_masses(rng: np.random.Generator, m4l: F64, comp: Params) -> tuple[F64, F64]:
+    m1 = _breit_wigner(rng, len(m4l), 50.0, np.minimum(106.0, m4l - 12.0))
+    m2 = 10.0 + (m4l - m1 - 10.5) * rng.beta(3.0, 1.3, len(m4l))
+    return m1, m2
 
 
-def _resonant_four(rng: np.random.Generator, n: int, model: dict[str, Any]) -> _Leptons:
-    """H→ZZ*→4ℓ or ZZ*→4ℓ: X → Z1 Z2 → 4ℓ in the X frame, then boosted to the lab."""
-    m4l, m1, m2 = _four_lepton_masses(rng, n, model)
-    z1, z2 = _two_body(rng, m4l, m1, m2)
-    leptons = _Leptons.empty(n)
-    for slot, (z, mass) in enumerate(((z1, m1), (z2, m2))):
-        flavour = _random_flavour(rng, n)
-        minus, plus = _pair_decay(rng, z, mass, flavour)
-        leptons.put(2 * slot, minus, flavour, np.full(n, -1), True)
-        leptons.put(2 * slot + 1, plus, flavour, np.full(n, 1), True)
-    beta = _system_velocity(rng, m4l, model)
-    leptons.p4[:, :4] = _boost(leptons.p4[:, :4], beta)
-    return leptons
+def _z_to_4l_masses(rng: np.random.Generator, m4l: F64, comp: Params) -> tuple[F64, F64]:
+    """Z→ℓℓγ*→4ℓ: a soft γ* (log-uniform mass) and the rest of the Z mass in the other pair."""
+    lo, hi = comp["m_z2_gev"]
+    m2 = _log_uniform(rng, len(m4l), lo, np.maximum(lo * 1.01, np.minimum(hi, 0.4 * m4l)))
+    m1 = (m4l - m2) * rng.uniform(0.55, 0.98, len(m4l))
+    return m1, m2
 
 
-def _soft_leptons(rng: np.random.Generator, n: int, offset: float, scale: float,
-                  phi_centre: F64 | None = None) -> tuple[F64, I64, I64]:
-    """Non-prompt or fake leptons: soft exponential pT, random flavour and charge."""
-    pt = offset + rng.exponential(scale, n)
-    eta = rng.normal(0.0, 1.4, n)
-    phi = rng.uniform(0, 2 * np.pi, n) if phi_centre is None else phi_centre + rng.normal(0, 1.0, n)
-    flavour = _random_flavour(rng, n)
-    return _p4(pt, eta, phi, _mass_of(flavour)), flavour, _random_charge(rng, n)
+def _zz_masses(rng: np.random.Generator, m4l: F64, comp: Params) -> tuple[F64, F64]:
+    """Z(*) Z(*)/γ*: Z1 from the Z line shape, Z2 a γ* (log-uniform) or the Z line shape in what is left."""
+    n = len(m4l)
+    m2_lo, m1_lo = float(comp["m_z2_min_gev"]), float(comp["m_z1_min_gev"])
+    m1 = _breit_wigner(rng, n, m1_lo, np.clip(m4l - m2_lo - 0.5, m1_lo + 1.0, 120.0))
+    room = np.maximum(m4l - m1 - 0.1, m2_lo * 1.01)
+    gamma_star = (rng.random(n) < comp["gamma_star_fraction"]) & (m4l < comp["gamma_star_below_gev"])
+    m2 = np.where(gamma_star, _log_uniform(rng, n, m2_lo, room),
+                  _breit_wigner(rng, n, m2_lo, np.minimum(120.0, room)))
+    return m1, m2
 
 
-def _hard_leptons(rng: np.random.Generator, n: int, shape: float, scale: float) -> tuple[F64, I64]:
-    """Prompt leptons from W decays: Gamma-distributed pT, central η, random flavour."""
-    pt = rng.gamma(shape, scale, n)
-    eta = rng.normal(0.0, 1.3, n)
-    flavour = _random_flavour(rng, n)
-    return _p4(pt, eta, rng.uniform(0, 2 * np.pi, n), _mass_of(flavour)), flavour
-
-
-def _z_plus_two(rng: np.random.Generator, n: int, model: dict[str, Any]) -> _Leptons:
-    """A Z→ℓℓ plus two further leptons: fakes recoiling against the Z (Z+jets) or prompt (ttZ, VVZ)."""
-    mass = _breit_wigner(rng, n, 66.0, 116.0)
-    beta = _system_velocity(rng, mass, model)
-    gamma = 1.0 / np.sqrt(1.0 - _dot3(beta, beta))
-    z = np.concatenate([(gamma * mass)[:, None], (gamma * mass)[:, None] * beta], axis=1)
-    flavour = (np.full(n, model["z_flavour"], dtype=np.int64) if model["z_flavour"]
-               else _random_flavour(rng, n))
-    minus, plus = _pair_decay(rng, z, mass, flavour)
-    leptons = _Leptons.empty(n)
-    leptons.put(0, minus, flavour, np.full(n, -1), True)
-    leptons.put(1, plus, flavour, np.full(n, 1), True)
-    if model["other_prompt"]:
-        charge = _random_charge(rng, n)
-        for slot, sign in ((2, 1), (3, -1)):
-            p4, other = _hard_leptons(rng, n, model["other_pt_shape"], model["other_pt_scale"])
-            leptons.put(slot, p4, other, sign * charge, True)
+def _z_plus_pair_masses(rng: np.random.Generator, m4l: F64, comp: Params) -> tuple[F64, F64]:
+    """A Z (or a broad prompt pair) and a second pair of the component's mass spectrum."""
+    n = len(m4l)
+    m_b = np.minimum(_spectrum(rng, n, comp["pair_mass"]), np.maximum(0.5 * m4l - 1.0, 0.3))
+    room = m4l - m_b - 0.5
+    if comp.get("first_pair_mass"):
+        m_a = np.clip(_spectrum(rng, n, comp["first_pair_mass"]), 1.0, room)
     else:
-        recoil = np.arctan2(-z[:, 2], -z[:, 1])
-        for slot in (2, 3):
-            p4, other, charge = _soft_leptons(rng, n, model["other_pt_offset"],
-                                              model["other_pt_scale"], recoil)
-            leptons.put(slot, p4, other, charge, False)
-    return leptons
+        m_a = _breit_wigner(rng, n, np.minimum(60.0, room - 1.0), np.minimum(106.0, room))
+    return m_a, m_b
 
 
-def _ttbar(rng: np.random.Generator, n: int, model: dict[str, Any]) -> _Leptons:
-    """Two opposite-sign prompt leptons from the W decays plus two non-prompt ones from b decays."""
-    leptons = _Leptons.empty(n)
-    charge = _random_charge(rng, n)
-    for slot, sign in ((0, 1), (1, -1)):
-        p4, flavour = _hard_leptons(rng, n, model["w_pt_shape"], model["w_pt_scale"])
-        leptons.put(slot, p4, flavour, sign * charge, True)
-    for slot in (2, 3):
-        p4, flavour, other = _soft_leptons(rng, n, model["other_pt_offset"], model["other_pt_scale"])
-        leptons.put(slot, p4, flavour, other, False)
-    return leptons
+def _nonprompt_masses(rng: np.random.Generator, m4l: F64, comp: Params) -> tuple[F64, F64]:
+    n = len(m4l)
+    cap = np.maximum(0.45 * m4l, 0.25)
+    return (np.minimum(_spectrum(rng, n, comp["pair_mass"]), cap),
+            np.minimum(_spectrum(rng, n, comp["pair_mass"]), cap))
 
 
-_BUILDERS: dict[str, Callable[[np.random.Generator, int, dict[str, Any]], _Leptons]] = {
-    "higgs": _resonant_four, "zz": _resonant_four, "z_plus_two": _z_plus_two, "ttbar": _ttbar,
+_PAIR_MASSES: dict[str, Callable[[np.random.Generator, F64, Params], tuple[F64, F64]]] = {
+    "higgs": _higgs_masses, "z_to_4l": _z_to_4l_masses, "zz": _zz_masses,
+    "z_plus_nonprompt": _z_plus_pair_masses, "prompt_pair_plus_nonprompt": _z_plus_pair_masses,
+    "z_plus_prompt_pair": _z_plus_pair_masses, "nonprompt": _nonprompt_masses,
 }
 
 
-def _add_extras(rng: np.random.Generator, leptons: _Leptons, model: dict[str, Any]) -> None:
-    """Fill slots 4 and 5 with extra prompt (W/Z decays in VH, ttH…) or fake leptons.
+def _labels(rng: np.random.Generator, n: int, comp: Params) -> tuple[I64, I64, Bool]:
+    """Flavour, charge and promptness of the four leptons (pair A = slots 0, 1; pair B = 2, 3)."""
+    kind = comp["kind"]
+    flavour = np.empty((n, 4), dtype=np.int64)
+    charge = np.tile(np.array([-1, 1, -1, 1], dtype=np.int64), (n, 1))
+    prompt = np.ones((n, 4), dtype=bool)
+    if kind in ("higgs", "z_to_4l", "zz"):
+        # channels: 4e, 4μ, 2e2μ at generation
+        channel = _choice(rng, n, comp["channels"])
+        first_e = rng.random(n) < 0.5
+        a_e = (channel == 0) | ((channel == 2) & first_e)
+        b_e = (channel == 0) | ((channel == 2) & ~first_e)
+        flavour[:, :2] = np.where(a_e, ELECTRON, MUON)[:, None]
+        flavour[:, 2:] = np.where(b_e, ELECTRON, MUON)[:, None]
+        return flavour, charge, prompt
+    if kind == "nonprompt":
+        electrons = _choice(rng, n, comp["fractions_by_electron_count"])
+        slot = np.argsort(rng.random((n, 4)), axis=1)
+        flavour[:] = np.where(slot < electrons[:, None], ELECTRON, MUON)
+        for pair in ((0, 1), (2, 3)):
+            same_sign = rng.random(n) >= comp["opposite_sign_probability"]
+            sign = _sign(rng, n)
+            charge[:, pair[0]] = sign
+            charge[:, pair[1]] = np.where(same_sign, sign, -sign)
+        prompt[:] = False
+        return flavour, charge, prompt
+    if kind in ("z_plus_nonprompt", "z_plus_prompt_pair"):
+        z = comp.get("z_flavour") or 0
+        flavour[:, :2] = (np.full(n, z, dtype=np.int64) if z else _flavour(rng, n, 0.5))[:, None]
+    else:  # prompt_pair_plus_nonprompt: two W leptons of independent flavour
+        flavour[:, 0], flavour[:, 1] = _flavour(rng, n, 0.5), _flavour(rng, n, 0.5)
+        sign = _sign(rng, n)
+        charge[:, 0], charge[:, 1] = sign, -sign
+    if kind == "z_plus_prompt_pair":
+        flavour[:, 2], flavour[:, 3] = _flavour(rng, n, 0.5), _flavour(rng, n, 0.5)
+        sign = _sign(rng, n)
+        charge[:, 2], charge[:, 3] = sign, -sign
+        return flavour, charge, prompt
+    electron = float(comp["nonprompt_electron_fraction"])
+    flavour[:, 2], flavour[:, 3] = _flavour(rng, n, electron), _flavour(rng, n, electron)
+    opposite = rng.random(n) < comp.get("opposite_sign_probability", 0.5)
+    sign = _sign(rng, n)
+    charge[:, 2], charge[:, 3] = sign, np.where(opposite, -sign, sign)
+    # Heavy-flavour leptons that happen to be isolated look prompt to the ID and isolation flags.
+    prompt[:, 2:] = bool(comp.get("pair_b_prompt", False))
+    return flavour, charge, prompt
+
+
+def _component_leptons(rng: np.random.Generator, n: int, comp: Params, system: Params, biased: bool) -> _Leptons:
+    """``n`` events of one component: X(m4l) → A B → 4ℓ in the X frame, boosted to the lab."""
+    if comp["kind"] == "higgs":
+        m4l, importance = np.full(n, float(comp["mass"])), np.ones(n)
+    else:
+        m4l, importance = _biased_spectrum(rng, n, comp["m4l"], biased)
+    m_a, m_b = _PAIR_MASSES[comp["kind"]](rng, m4l, comp)
+    flavour, charge, prompt = _labels(rng, n, comp)
+    leptons = _Leptons.empty(n)
+    leptons.importance = importance
+    a, b = _two_body(rng, m4l, m_a, m_b)
+    for pair, (parent, mass) in enumerate(((a, m_a), (b, m_b))):
+        first, second = 2 * pair, 2 * pair + 1
+        d1, d2 = _two_body(rng, mass, _mass_of(flavour[:, first]), _mass_of(flavour[:, second]))
+        beta = parent[:, 1:] / parent[:, :1]
+        leptons.p4[:, first] = _boost(d1, beta)
+        leptons.p4[:, second] = _boost(d2, beta)
+    leptons.ltype[:, :4], leptons.charge[:, :4] = flavour, charge
+    leptons.prompt[:, :4], leptons.present[:, :4] = prompt, True
+    leptons.p4[:, :4] = _boost(leptons.p4[:, :4], _system_velocity(rng, m4l, comp.get("system", system)))
+    return leptons
+
+
+def _model_leptons(rng: np.random.Generator, n: int, model: Params, biased: bool) -> _Leptons:
+    """``n`` events of a model: its components in their fractions, mixed in random order."""
+    components = model["components"]
+    which, importance = _biased_choice(rng, n, [c["fraction"] for c in components],
+                                       [c.get("mc_bias", 1.0) for c in components], biased)
+    counts = np.bincount(which, minlength=len(components))
+    parts = []
+    for index, (comp, count) in enumerate(zip(components, counts, strict=True)):
+        if count:
+            part = _component_leptons(rng, int(count), comp, model["system"], biased)
+            part.importance = part.importance * importance[which == index]
+            parts.append(part)
+    leptons = _concat(parts) if parts else _Leptons.empty(0)
+    return leptons.take(rng.permutation(len(leptons))) if len(parts) > 1 else leptons
+
+
+def _add_extras(rng: np.random.Generator, leptons: _Leptons, model: Params) -> None:
+    """Fill slots 4 and 5 with extra prompt (W/Z decays in VH, ttH…) or non-prompt leptons.
 
     Only the few events that get extras are drawn, which keeps the common case cheap.
     """
@@ -474,20 +595,30 @@ def _add_extras(rng: np.random.Generator, leptons: _Leptons, model: dict[str, An
     k = len(with_prompt)
     if k:
         p4, flavour = _hard_leptons(rng, k, 2.5, 14.0)
-        charge = _random_charge(rng, k)
+        charge = _sign(rng, k)
         _put_subset(leptons, 4, with_prompt, p4, flavour, charge, True)
         # The second extra prompt lepton completes a same-flavour opposite-sign pair (Z→ℓℓ).
         two = u[with_prompt] >= p_one
         p4b, _ = _hard_leptons(rng, k, 2.5, 14.0)
         p4b[:, 0] = np.sqrt(_dot3(p4b[:, 1:], p4b[:, 1:]) + _mass_of(flavour) ** 2)
         _put_subset(leptons, 5, with_prompt[two], p4b[two], flavour[two], -charge[two], True)
-    f_one, f_two = model.get("extra_fake", [0.0, 0.0])
+    f_one, f_two = model.get("extra_nonprompt", [0.0, 0.0])
     u = rng.random(n)
     for slot, wanted in ((4, u < f_one + f_two), (5, u < f_two)):
         free = np.flatnonzero(wanted & ~leptons.present[:, slot])
         if len(free):
-            p4, flavour, charge = _soft_leptons(rng, len(free), 4.0, 7.0)
-            _put_subset(leptons, slot, free, p4, flavour, charge, False)
+            pt = 4.0 + rng.exponential(7.0, len(free))
+            flavour = _flavour(rng, len(free), 0.5)
+            p4 = _p4(pt, rng.normal(0.0, 1.4, len(free)), rng.uniform(0, 2 * np.pi, len(free)), _mass_of(flavour))
+            _put_subset(leptons, slot, free, p4, flavour, _sign(rng, len(free)), False)
+
+
+def _hard_leptons(rng: np.random.Generator, n: int, shape: float, scale: float) -> tuple[F64, I64]:
+    """Prompt leptons from W decays: Gamma-distributed pT, central η, random flavour."""
+    pt = rng.gamma(shape, scale, n)
+    eta = rng.normal(0.0, 1.3, n)
+    flavour = _flavour(rng, n, 0.5)
+    return _p4(pt, eta, rng.uniform(0, 2 * np.pi, n), _mass_of(flavour)), flavour
 
 
 def _put_subset(leptons: _Leptons, slot: int, events: I64, p4: F64, ltype: I64, charge: I64,
@@ -499,7 +630,19 @@ def _put_subset(leptons: _Leptons, slot: int, events: I64, p4: F64, ltype: I64, 
     leptons.present[events, slot] = True
 
 
-def _reconstruct(rng: np.random.Generator, leptons: _Leptons, detector: dict[str, Any]) -> None:
+def _final_state_radiation(rng: np.random.Generator, leptons: _Leptons, fsr: Params) -> None:
+    """Prompt leptons that radiate lose a log-uniform fraction of their momentum to an unseen photon."""
+    is_e = leptons.ltype == ELECTRON
+    probability = np.where(is_e, fsr["electron_probability"], fsr["muon_probability"])
+    radiates = leptons.prompt & leptons.present & (rng.random(leptons.ltype.shape) < probability)
+    lo, hi = fsr["fraction_range"]
+    keep = np.where(radiates, 1.0 - _log_uniform(rng, radiates.size, lo, hi).reshape(radiates.shape), 1.0)
+    leptons.p4[..., 1:] *= keep[..., None]
+    p2 = _dot3(leptons.p4[..., 1:], leptons.p4[..., 1:])
+    leptons.p4[..., 0] = np.sqrt(p2 + _mass_of(leptons.ltype) ** 2)
+
+
+def _reconstruct(rng: np.random.Generator, leptons: _Leptons, detector: Params) -> None:
     """Momentum smearing, electron charge flips and the pT/η acceptance, in place."""
     p3 = leptons.p4[..., 1:]
     p = np.sqrt(_dot3(p3, p3))
@@ -517,56 +660,99 @@ def _reconstruct(rng: np.random.Generator, leptons: _Leptons, detector: dict[str
     flip = is_e & (rng.random(p.shape) < detector["electron_charge_flip"])
     leptons.charge[flip] *= -1
     pt = pt * scale
-    eta = np.arcsinh(np.divide(p3[..., 2], pt, out=np.zeros_like(pt), where=pt > 0))
-    leptons.present &= (pt > detector["min_pt"]) & (np.abs(eta) < detector["max_abs_eta"])
+    abs_eta = np.abs(np.arcsinh(np.divide(p3[..., 2], pt, out=np.zeros_like(pt), where=pt > 0)))
+    crack_lo, crack_hi = detector["electron_crack"] or (0.0, 0.0)
+    in_crack = (abs_eta > crack_lo) & (abs_eta < crack_hi)
+    inside = np.where(is_e, (abs_eta < detector["electron_max_abs_eta"]) & ~in_crack,
+                      abs_eta < detector["muon_max_abs_eta"])
+    efficiency = np.where(is_e, detector["electron_efficiency"], detector["muon_efficiency"])
+    leptons.present &= (pt > detector["min_pt"]) & inside & (rng.random(p.shape) < efficiency)
 
 
-def _accepted_leptons(rng: np.random.Generator, n: int, model: dict[str, Any], release: str) -> _Leptons:
-    """``n`` events inside the skim's acceptance (2020: ≥ 4 leptons; 2025e: exactly 4).
+def _trigger_fires(rng: np.random.Generator, leptons: _Leptons, trigger: Params) -> Bool:
+    """Per lepton: would it fire its flavour's single-lepton trigger (threshold, ID and isolation)."""
+    pt = np.hypot(leptons.p4[..., 1], leptons.p4[..., 2])
+    is_e = leptons.ltype == ELECTRON
+    threshold = np.where(is_e, trigger["electron_pt"], trigger["muon_pt"])
+    efficiency = np.where(is_e, np.where(leptons.prompt, *trigger["electron_efficiency"]),
+                          np.where(leptons.prompt, *trigger["muon_efficiency"]))
+    return np.asarray(leptons.present & (pt > threshold) & (rng.random(pt.shape) < efficiency))
+
+
+@dataclass
+class _Accepted:
+    leptons: _Leptons
+    fires: Bool
+
+
+def _accepted_leptons(rng: np.random.Generator, n: int, model: Params, release: str, biased: bool) -> _Accepted:
+    """``n`` events that pass the release's skim.
 
     The first trial learns the acceptance, the next ones ask for just what is missing, in pieces
     of at most SUBCHUNK candidates so temporaries stay small.
     """
-    detector = _parameters()["detector"]
+    detector = {**_parameters()["detector"], **_release_parameters(release)["detector"]}
+    skim = _release_parameters(release)["skim"]
     parts: list[_Leptons] = []
+    fired: list[Bool] = []
     have, rate = 0, 1.0
     while have < n:
         trial = min(SUBCHUNK, max(256, int((n - have) / rate * 1.05) + 16))
-        leptons = _BUILDERS[model["kind"]](rng, trial, model)
+        leptons = _model_leptons(rng, trial, model, biased)
         _add_extras(rng, leptons, model)
+        _final_state_radiation(rng, leptons, detector["fsr"])
         _reconstruct(rng, leptons, detector)
+        fires = _trigger_fires(rng, leptons, detector["trigger"])
         count = leptons.present.sum(axis=1)
-        kept = leptons.take((count >= 4) if release == "2020" else (count == 4))
-        rate = max(len(kept) / trial, 0.01)
-        parts.append(kept)
-        have += len(kept)
-    return _concat(parts).take(slice(0, n))
+        keep = (count >= skim["min_leptons"]) & (count <= skim["max_leptons"])
+        if skim["trigger"]:
+            pt = np.where(leptons.present, np.hypot(leptons.p4[..., 1], leptons.p4[..., 2]), 0.0)
+            keep &= fires.any(axis=1) & (pt.max(axis=1) >= skim["leading_pt"])
+        rows = np.flatnonzero(keep)
+        rate = max(len(rows) / trial, 0.002)
+        parts.append(leptons.take(rows))
+        fired.append(fires[rows])
+        have += len(rows)
+    return _Accepted(_concat(parts).take(slice(0, n)), np.concatenate(fired)[:n])
 
 
 # --------------------------------------------------------------------------- event columns
 
 
-def _order(leptons: _Leptons, rng: np.random.Generator, release: str) -> _Leptons:
-    """2020: by decreasing pT; 2025e: electrons first, in random order within a flavour, as stored."""
+def _order(accepted: _Accepted, rng: np.random.Generator, release: str) -> tuple[_Leptons, Bool]:
+    """Slot order as the release's files store leptons.
+
+    2020: by decreasing pT. 2025e: electrons first; within a flavour by decreasing pT times a
+    log-normal factor, which reproduces how often the real file's pairs are pT-ordered.
+    """
+    leptons = accepted.leptons
+    pt = np.hypot(leptons.p4[..., 1], leptons.p4[..., 2])
     if release == "2020":
-        key = -np.hypot(leptons.p4[..., 1], leptons.p4[..., 2])
+        key = -pt
     else:
-        key = (leptons.ltype == MUON) * 10.0 + rng.random(leptons.ltype.shape)
+        noise = _release_parameters(release)["stored_order_log_pt_noise"]
+        sigma = np.where(leptons.ltype == MUON, noise["muon"], noise["electron"])
+        key = (leptons.ltype == MUON) * 1e3 - np.log(np.maximum(pt, 1e-9)) - sigma * rng.standard_normal(pt.shape)
     order = np.argsort(np.where(leptons.present, key, np.inf), axis=1, kind="stable")
-    return _Leptons(np.take_along_axis(leptons.p4, order[..., None], axis=1),
-                    *(np.take_along_axis(getattr(leptons, f), order, axis=1)
-                      for f in ("ltype", "charge", "prompt", "present")))
+    ltype, charge, prompt, present = (np.take_along_axis(getattr(leptons, f), order, axis=1)
+                                      for f in ("ltype", "charge", "prompt", "present"))
+    ordered = _Leptons(np.take_along_axis(leptons.p4, order[..., None], axis=1), ltype, charge, prompt, present,
+                       leptons.importance)
+    return ordered, np.take_along_axis(accepted.fires, order, axis=1)
 
 
 def _clipped(rng: np.random.Generator, mean: float, sigma: float, shape: tuple[int, ...]) -> F64:
     return np.clip(rng.normal(mean, sigma, shape), 0.9, 1.05)
 
 
-def _event_columns(rng: np.random.Generator, leptons: _Leptons, model: dict[str, Any],
-                   release: str) -> Columns:
+def _flag_rates(flags: Params, key: str, is_e: Bool, prompt: Bool) -> F64:
+    rates = flags[key]
+    return np.asarray(np.where(prompt, np.where(is_e, *rates["prompt"]), np.where(is_e, *rates["nonprompt"])))
+
+
+def _event_columns(rng: np.random.Generator, accepted: _Accepted, model: Params, release: str) -> Columns:
     """Every per-event and (padded, ordered) per-lepton quantity the writers need, in GeV."""
-    detector = _parameters()["detector"]
-    lep = _order(leptons, rng, release)
+    lep, fires = _order(accepted, rng, release)
     n, shape = len(lep), lep.ltype.shape
     px, py, pz = lep.p4[..., 1], lep.p4[..., 2], lep.p4[..., 3]
     pt = np.hypot(px, py)
@@ -577,13 +763,12 @@ def _event_columns(rng: np.random.Generator, leptons: _Leptons, model: dict[str,
         "e": lep.p4[..., 0], "type": lep.ltype, "charge": lep.charge, "present": lep.present,
         "prompt": lep.prompt,
     }
-    fired_e = is_e & (pt > detector["trigger_electron_pt"])
-    fired_mu = is_mu & (pt > detector["trigger_muon_pt"])
-    cols["trigE"] = fired_e.any(axis=1) & (rng.random(n) < detector["trigger_electron_eff"])
-    cols["trigM"] = fired_mu.any(axis=1) & (rng.random(n) < detector["trigger_muon_eff"])
+    cols["trigE"] = (fires & is_e).any(axis=1)
+    cols["trigM"] = (fires & is_mu).any(axis=1)
     cols["met_et"] = rng.gamma(2.0, model.get("met_scale", 8.0), n)
     cols["met_phi"] = rng.uniform(-np.pi, np.pi, n)
     cols["fluctuation"] = np.clip(rng.normal(1.0, 0.04, n), 0.85, 1.15)
+    cols["importance"] = lep.importance
     cols["sf_pileup"] = _clipped(rng, 1.0, 0.025, (n,))
     cols["sf_ele"] = np.clip(np.where(is_e, rng.normal(0.985, 0.012, shape), 1.0).prod(axis=1), 0.9, 1.05)
     cols["sf_muon"] = np.clip(np.where(is_mu, rng.normal(0.99, 0.008, shape), 1.0).prod(axis=1), 0.9, 1.05)
@@ -597,61 +782,52 @@ def _event_columns(rng: np.random.Generator, leptons: _Leptons, model: dict[str,
         cols["etcone20"] = pt * np.where(prompt, rng.normal(0.003, 0.02, shape),
                                          rng.normal(0.12, 0.12, shape))
         return cols
-    loose = u[0] < np.where(prompt, np.where(is_e, 0.97, 0.99), 0.55)
-    cols["isLooseID"] = loose
-    cols["isMediumID"] = loose & (u[1] < np.where(is_e, 0.9, 0.98))
-    cols["isTightID"] = cols["isMediumID"] & (u[2] < 0.88)
-    cols["isLooseIso"] = u[3] < np.where(prompt, 0.96, 0.3)
-    cols["isTightIso"] = cols["isLooseIso"] & (u[4] < np.where(prompt, 0.85, 0.5))
-    matchable = (fired_e & cols["trigE"][:, None]) | (fired_mu & cols["trigM"][:, None])
-    cols["isTrigMatched"] = matchable & (u[5] < 0.95)
+    flags = _release_parameters(release)["lepton_flags"]
+    e_or_absent = lep.ltype == ELECTRON
+    cols["isLooseID"] = u[0] < _flag_rates(flags, "loose_id", e_or_absent, prompt)
+    cols["isMediumID"] = cols["isLooseID"] & (u[1] < _flag_rates(flags, "medium_given_loose", e_or_absent, prompt))
+    cols["isTightID"] = cols["isMediumID"] & (u[2] < _flag_rates(flags, "tight_given_medium", e_or_absent, prompt))
+    cols["isLooseIso"] = u[3] < _flag_rates(flags, "loose_iso", e_or_absent, prompt)
+    cols["isTightIso"] = cols["isLooseIso"] & (u[4] < _flag_rates(flags, "tight_given_loose_iso", e_or_absent, prompt))
+    cols["isTrigMatched"] = fires & (cols["trigE"] | cols["trigM"])[:, None] & (u[5] < flags["trigger_match"])
     return cols
 
 
-def _stored_m4l(cols: Columns, to_unit: float) -> F64:
-    """m4l of the first four leptons in GeV, from the float32 values the files hold."""
-    stored = {k: (cols[k][:, :4] * (to_unit if k in ("pt", "e") else 1.0)).astype(np.float32)
-              .astype(np.float64) for k in ("pt", "eta", "phi", "e")}
-    px = (stored["pt"] * np.cos(stored["phi"])).sum(axis=1)
-    py = (stored["pt"] * np.sin(stored["phi"])).sum(axis=1)
-    pz = (stored["pt"] * np.sinh(stored["eta"])).sum(axis=1)
-    energy = stored["e"].sum(axis=1)
-    return np.asarray(np.sqrt(np.clip(energy**2 - px**2 - py**2 - pz**2, 0, None)) / to_unit)
-
-
-def _passes(cols: Columns, release: str) -> Bool:
-    """Which events the generator built to pass the release's selection with 80 ≤ m4l < 250 GeV."""
-    charge = cols["charge"][:, :4]
-    ltype = cols["type"][:, :4]
-    sums = (charge.sum(axis=1) == 0) & np.isin(ltype.sum(axis=1), (44, 48, 52))
-    if release == "2020":
-        m4l = _stored_m4l(cols, 1000.0)
-        return sums & (m4l >= _M4L_RANGE[0]) & (m4l < _M4L_RANGE[1])
-    present = cols["present"]
-    is_mu = cols["type"] == MUON
-    lepton_ok = np.where(is_mu, cols["isMediumID"], cols["isLooseID"]) & cols["isLooseIso"]
-    pt_sorted = -np.sort(-np.where(present, cols["pt"].astype(np.float32), 0.0), axis=1)
-    passed = (
-        sums
-        & (cols["trigE"] | cols["trigM"])
-        & (cols["isTrigMatched"] & present).any(axis=1)
-        & (lepton_ok | ~present).all(axis=1)
-        & (pt_sorted[:, 0] > 20.0) & (pt_sorted[:, 1] > 15.0) & (pt_sorted[:, 2] > 10.0)
-    )
-    m4l = _stored_m4l(cols, 1.0)
-    return passed & (m4l >= _M4L_RANGE[0]) & (m4l < _M4L_RANGE[1])
-
-
-def _relative_weight(cols: Columns) -> F64:
-    """mcWeight/C × scale factors as the analysis multiplies them (float32 on disk)."""
-    names = ("fluctuation", "sf_pileup", "sf_ele", "sf_muon", "sf_trigger")
-    weight = np.ones(len(cols["fluctuation"]))
-    for name in names:
-        weight *= cols[name].astype(np.float32).astype(np.float64)
-    return weight
-
-
 # --------------------------------------------------------------------------- branches
+
+
+def _relative_mc_weight(pieces: list[Columns]) -> F64:
+    """mcWeight / C_s: the fluctuation times the importance weight, rounded to float32 as written."""
+    relative = _event_values(pieces, "fluctuation") * _event_values(pieces, "importance")
+    return np.asarray(relative.astype(np.float32), dtype=np.float64)
+
+
+def _weight_branches(release: str, pieces: list[Columns], sample: Sample, weight_constant: float) -> dict[str, Any]:
+    """The MC weight branches of ``sample`` as the files hold them (float32 where the real files are)."""
+    fluctuation = _relative_mc_weight(pieces)
+    n = len(fluctuation)
+    ones = np.ones(n)
+    if release == "2020":
+        weights = {
+            "mcWeight": fluctuation * weight_constant, "scaleFactor_PILEUP": _event_values(pieces, "sf_pileup"),
+            "scaleFactor_ELE": _event_values(pieces, "sf_ele"), "scaleFactor_MUON": _event_values(pieces, "sf_muon"),
+            "scaleFactor_PHOTON": ones, "scaleFactor_TAU": ones, "scaleFactor_BTAG": ones,
+            "scaleFactor_LepTRIGGER": _event_values(pieces, "sf_trigger"),
+        }
+    else:
+        assert sample.sumw is not None and sample.dsid is not None and sample.xsec_pb is not None
+        n_events = _num_events_2025e().get(sample.dsid, sample.sumw)
+        weights = {
+            "num_events": n_events * ones, "sum_of_weights": sample.sumw * ones,
+            "sum_of_weights_squared": sample.sumw**2 / n_events * ones,
+            "ScaleFactor_PILEUP": _event_values(pieces, "sf_pileup"), "mcWeight": fluctuation * weight_constant,
+            "xsec": sample.xsec_pb * ones, "filteff": (sample.filter_eff or 1.0) * ones,
+            "kfac": (sample.k_factor or 1.0) * ones, "ScaleFactor_ELE": _event_values(pieces, "sf_ele"),
+            "ScaleFactor_MUON": _event_values(pieces, "sf_muon"),
+            "ScaleFactor_LepTRIGGER": _event_values(pieces, "sf_trigger"),
+        }
+    types = TREE_TYPES[release]
+    return {k: np.asarray(v).astype(types[k]) for k, v in weights.items()}
 
 
 def _branches_2020(pieces: list[Columns], sample: Sample | None, weight_constant: float,
@@ -662,18 +838,12 @@ def _branches_2020(pieces: list[Columns], sample: Sample | None, weight_constant
         "runNumber": run.astype(np.int32), "eventNumber": event.astype(np.int32),
         "channelNumber": channel.astype(np.int32),
     }
-    # Rounded to float32 first, exactly as the calibration and the cached batches see it.
-    fluctuation = _event_values(pieces, "fluctuation").astype(np.float32).astype(np.float64)
-    weights = {
-        "mcWeight": fluctuation * weight_constant,
-        "scaleFactor_PILEUP": _event_values(pieces, "sf_pileup"),
-        "scaleFactor_ELE": _event_values(pieces, "sf_ele"),
-        "scaleFactor_MUON": _event_values(pieces, "sf_muon"), "scaleFactor_PHOTON": np.ones(n),
-        "scaleFactor_TAU": np.ones(n), "scaleFactor_BTAG": np.ones(n),
-        "scaleFactor_LepTRIGGER": _event_values(pieces, "sf_trigger"),
-    }
-    # The real data files carry zero weights and scale factors.
-    out.update({k: (np.zeros(n) if sample is None else v).astype(np.float32) for k, v in weights.items()})
+    if sample is None:
+        # The real data files carry zero weights and scale factors.
+        out.update({k: np.zeros(n, dtype=np.float32) for k in _TYPES_2020
+                    if k == "mcWeight" or k.startswith("scaleFactor_")})
+    else:
+        out.update(_weight_branches("2020", pieces, sample, weight_constant))
     out["trigE"], out["trigM"] = _event_values(pieces, "trigE"), _event_values(pieces, "trigM")
     for name, key, dtype, scale in (
         ("lep_pt", "pt", "float32", 1e3), ("lep_eta", "eta", "float32", 1.0),
@@ -700,18 +870,8 @@ def _branches_2025e(pieces: list[Columns], sample: Sample | None, weight_constan
                "kfac": 0 * ones, "channelNumber": run, "ScaleFactor_ELE": ones,
                "ScaleFactor_MUON": ones, "ScaleFactor_LepTRIGGER": ones}
     else:
-        assert sample.sumw is not None and sample.dsid is not None and sample.xsec_pb is not None
-        n_events = _num_events_2025e().get(sample.dsid, sample.sumw)
-        fluctuation = _event_values(pieces, "fluctuation").astype(np.float32).astype(np.float64)
-        out = {"num_events": n_events * ones, "sum_of_weights": sample.sumw * ones,
-               "sum_of_weights_squared": sample.sumw**2 / n_events * ones,
-               "ScaleFactor_PILEUP": _event_values(pieces, "sf_pileup"),
-               "mcWeight": fluctuation * weight_constant,
-               "xsec": sample.xsec_pb * ones, "filteff": (sample.filter_eff or 1.0) * ones,
-               "kfac": (sample.k_factor or 1.0) * ones, "channelNumber": np.full(n, sample.dsid),
-               "ScaleFactor_ELE": _event_values(pieces, "sf_ele"),
-               "ScaleFactor_MUON": _event_values(pieces, "sf_muon"),
-               "ScaleFactor_LepTRIGGER": _event_values(pieces, "sf_trigger")}
+        assert sample.dsid is not None
+        out = {**_weight_branches("2025e", pieces, sample, weight_constant), "channelNumber": np.full(n, sample.dsid)}
     out.update({"eventNumber": event, "runNumber": run, "trigE": _event_values(pieces, "trigE"),
                 "trigM": _event_values(pieces, "trigM")})
     out = {k: np.asarray(v).astype(_TYPES_2025E[k]) for k, v in out.items()}
@@ -727,6 +887,7 @@ def _branches_2025e(pieces: list[Columns], sample: Sample | None, weight_constan
 
 
 _BRANCHES = {"2020": _branches_2020, "2025e": _branches_2025e}
+_EVENT_WEIGHT = {"2020": event_weight_2020, "2025e": event_weight_2025e}
 
 
 def _write_tree(path: Path, release: Release, batches: Iterator[dict[str, Any]], compression: str) -> int:
@@ -745,7 +906,7 @@ def _write_tree(path: Path, release: Release, batches: Iterator[dict[str, Any]],
 # --------------------------------------------------------------------------- samples
 
 
-def _columns(rng: np.random.Generator, size: int, model: dict[str, Any], release: str) -> list[Columns]:
+def _columns(rng: np.random.Generator, size: int, model: Params, release: str, biased: bool) -> list[Columns]:
     """``size`` events' columns as pieces of SUBCHUNK events.
 
     The pieces are only joined in their compact on-disk form, which saves copying the float64
@@ -753,15 +914,9 @@ def _columns(rng: np.random.Generator, size: int, model: dict[str, Any], release
     """
     pieces = []
     for start in range(0, size, SUBCHUNK):
-        leptons = _accepted_leptons(rng, min(SUBCHUNK, size - start), model, release)
-        pieces.append(_event_columns(rng, leptons, model, release))
+        accepted = _accepted_leptons(rng, min(SUBCHUNK, size - start), model, release, biased)
+        pieces.append(_event_columns(rng, accepted, model, release))
     return pieces
-
-
-def _joined(pieces: list[Columns]) -> Columns:
-    if len(pieces) == 1:
-        return pieces[0]
-    return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
 
 def _event_values(pieces: list[Columns], key: str) -> npt.NDArray[Any]:
@@ -780,7 +935,7 @@ def _lepton_values(pieces: list[Columns], key: str, dtype: str, scale: float = 1
 
 def _mc_batch(seed: int, release: Release, sample: Sample, index: int, size: int) -> list[Columns]:
     rng = _rng(seed, release.name, sample.name, _PURPOSE_MC, index)
-    return _columns(rng, size, _model(release, sample), release.name)
+    return _columns(rng, size, _sample_model(release, sample), release.name, biased=True)
 
 
 @dataclass
@@ -788,7 +943,7 @@ class _Calibration:
     weight_constant: float
     expected_recorded: float
     cached: list[tuple[dict[str, Any], F64]]
-    """Small samples' batches as written with C = 1, and their float32 fluctuations."""
+    """Small samples' batches as written with C = 1, and their mcWeight / C."""
 
 
 def _mc_branch_batch(release: Release, sample: Sample, pieces: list[Columns], first: int,
@@ -799,8 +954,19 @@ def _mc_branch_batch(release: Release, sample: Sample, pieces: list[Columns], fi
     return _BRANCHES[release.name](pieces, sample, weight_constant, run, event)
 
 
+def _weighted_sums(release: Release, branches: dict[str, Any]) -> tuple[float, float]:
+    """(Σ weight of the events the notebook selection keeps in the calibration range, Σ weight of all)."""
+    events = ak.zip(branches, depth_limit=1)
+    selected = analyse(events, release.schema, True, release.to_gev, notebook_options(release.name))
+    span = calibration_range(release.name)
+    weight = selected.weight
+    if span is not None:
+        weight = weight[(selected.m4l_gev >= span[0]) & (selected.m4l_gev < span[1])]
+    return float(weight.sum()), float(_EVENT_WEIGHT[release.name](events).sum())
+
+
 def _calibrate(seed: int, release: Release, sample: Sample, n_events: int) -> _Calibration:
-    """C_s from the events built to pass; also the expected recorded count for the pseudo-data.
+    """C_s from the events the analysis selects; also the expected recorded count for the pseudo-data.
 
     Samples up to CACHE_EVENTS keep their batches (in on-disk form) for writing; larger ones are
     regenerated batch by batch (same streams, same events) rather than held in memory.
@@ -810,28 +976,26 @@ def _calibrate(seed: int, release: Release, sample: Sample, n_events: int) -> _C
     first = 0
     for index, size in enumerate(_batch_sizes(n_events)):
         pieces = _mc_batch(seed, release, sample, index, size)
-        for cols in pieces:
-            weight = _relative_weight(cols)
-            passing += float(weight[_passes(cols, release.name)].sum())
-            total += float(weight.sum())
+        branches = _mc_branch_batch(release, sample, pieces, first, 1.0)
+        batch_passing, batch_total = _weighted_sums(release, branches)
+        passing += batch_passing
+        total += batch_total
         if n_events <= CACHE_EVENTS:
-            fluctuation = _event_values(pieces, "fluctuation").astype(np.float32).astype(np.float64)
-            cached.append((_mc_branch_batch(release, sample, pieces, first, 1.0), fluctuation))
+            cached.append((branches, _relative_mc_weight(pieces)))
         first += size
     if passing <= 0:
         raise ConfigError(f"sample {sample.name}: no generated event passes the selection; "
                           f"generate more than {n_events} events")
     target = target_yield(release, sample)
-    return _Calibration(target / (normalisation(release, sample) * passing),
-                        target * total / passing, cached)
+    return _Calibration(target / (_normalisation(release, sample) * passing), target * total / passing, cached)
 
 
 def _mc_branches(seed: int, release: Release, sample: Sample, n_events: int,
                  calibration: _Calibration) -> Iterator[dict[str, Any]]:
     constant = calibration.weight_constant
     if calibration.cached:
-        for branches, fluctuation in calibration.cached:
-            yield {**branches, "mcWeight": (fluctuation * constant).astype(np.float32)}
+        for branches, relative in calibration.cached:
+            yield {**branches, "mcWeight": (relative * constant).astype(np.float32)}
         return
     first = 0
     for index, size in enumerate(_batch_sizes(n_events)):
@@ -840,36 +1004,34 @@ def _mc_branches(seed: int, release: Release, sample: Sample, n_events: int,
         first += size
 
 
-def _data_columns(seed: int, release: Release, mc: Sequence[Sample],
-                  expected: Mapping[str, float]) -> dict[str, list[Columns]]:
-    """Per data period, the pseudo-data events of each MC sample (catalog order)."""
-    periods = _periods(release)
-    names = list(periods)
-    shares = np.array([periods[p]["lumi_fb"] for p in names], dtype=np.float64)
-    shares /= shares.sum()
-    out: dict[str, list[Columns]] = {p: [] for p in names}
-    for sample in mc:
-        count_rng = _rng(seed, release.name, sample.name, _PURPOSE_COUNT, 0)
-        n_data = int(count_rng.poisson(expected[sample.name]))
-        model = _model(release, sample)
+def _period_columns(seed: int, release: Release, period: DataPeriod, mc: Sequence[Sample],
+                    expected: Mapping[str, float]) -> list[Columns]:
+    """A data period's pseudo-data: every MC sample and data-only component at the period's luminosity."""
+    share = period.luminosity_fb / release.luminosity_fb
+    sources: list[tuple[str, float, Params]] = [
+        (s.name, expected[s.name] * share, _sample_model(release, s)) for s in mc]
+    sources += [(name, float(entry["events_per_fb"]) * period.luminosity_fb, _model(entry["model"]))
+                for name, entry in _release_parameters(release.name).get("data_only", {}).items()]
+    parts: list[Columns] = []
+    for name, mean, model in sources:
+        stream = f"{name}@{period.name}"
+        n_data = int(_rng(seed, release.name, stream, _PURPOSE_COUNT, 0).poisson(mean))
         for index, size in enumerate(_batch_sizes(n_data)):
-            rng = _rng(seed, release.name, sample.name, _PURPOSE_DATA, index)
-            cols = _joined(_columns(rng, size, model, release.name))
-            period = rng.choice(len(names), size=size, p=shares)
-            for i, name in enumerate(names):
-                out[name].append({k: v[period == i] for k, v in cols.items()})
-    return out
+            rng = _rng(seed, release.name, stream, _PURPOSE_DATA, index)
+            parts.extend(_columns(rng, size, model, release.name, biased=False))
+    return parts
 
 
-def _data_branches(seed: int, release: Release, period: str, parts: list[Columns]) -> dict[str, Any]:
+def _data_branches(seed: int, release: Release, period: DataPeriod, parts: list[Columns]) -> dict[str, Any]:
     if not parts:
-        parts = [_event_columns(np.random.default_rng(0), _Leptons.empty(0), {}, release.name)]
+        empty = _Accepted(_Leptons.empty(0), np.zeros((0, MAX_LEPTONS), dtype=bool))
+        parts = [_event_columns(np.random.default_rng(0), empty, {}, release.name)]
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n = len(cols["fluctuation"])
-    rng = _rng(seed, release.name, period, _PURPOSE_SHUFFLE, 0)
+    rng = _rng(seed, release.name, period.name, _PURPOSE_SHUFFLE, 0)
     order = rng.permutation(n)
     cols = {k: v[order] for k, v in cols.items()}
-    low, high = _periods(release)[period]["runs"]
+    low, high = period.runs
     run = np.sort(rng.integers(low, high + 1, n))
     event = rng.integers(1, 2**31 - 1, n)
     return _BRANCHES[release.name]([cols], None, 0.0, run, event)
@@ -928,17 +1090,16 @@ def generate_release(release: str, output_dir: Path | str, events: int | None = 
         report.events[sample.name] = written
         say(_progress_line(path, written, time.perf_counter() - file_start,
                            f"mcWeight constant {calibration.weight_constant:.4g}"))
-    if write_data:
+    periods = {p.name: p for p in data_periods(release)}
+    for sample in write_data:
         data_start = time.perf_counter()
-        per_period = _data_columns(seed, rel, mc_all, report.expected_data)
-        for sample in write_data:
-            path = out_dir / sample.path
-            branches = _data_branches(seed, rel, sample.name, per_period[sample.name])
-            written = _write_tree(path, rel, iter([branches]), compression)
-            report.files.append(path)
-            report.events[sample.name] = written
-            say(_progress_line(path, written, time.perf_counter() - data_start, "pseudo-data"))
-            data_start = time.perf_counter()
+        period = periods[sample.name]
+        parts = _period_columns(seed, rel, period, mc_all, report.expected_data)
+        path = out_dir / sample.path
+        written = _write_tree(path, rel, iter([_data_branches(seed, rel, period, parts)]), compression)
+        report.files.append(path)
+        report.events[sample.name] = written
+        say(_progress_line(path, written, time.perf_counter() - data_start, "pseudo-data"))
     report.seconds = time.perf_counter() - start
     say(f"generated {report.total_events:,} events in {len(report.files)} files in "
         f"{report.seconds:.1f} s: {report.events_per_second:,.0f} events/s")

@@ -45,6 +45,7 @@ from atlaspipe.model import (
 from atlaspipe.selection import (
     CHANNELS,
     DEFAULT_2025E_PT_GEV,
+    DEFAULT_LEPTON_ORDER,
     SelectedEvents,
     SelectionOptions,
     analyse,
@@ -59,7 +60,8 @@ M4L = "m4l"
 def selection_options(config: AnalysisConfig) -> SelectionOptions:
     """The cuts a config asks for, with the release's default pT thresholds."""
     default_pt = DEFAULT_2025E_PT_GEV if config.release == "2025e" else None
-    return SelectionOptions(lepton_pt_gev=config.lepton_pt_gev or default_pt, sfos_pairing=config.sfos_pairing)
+    return SelectionOptions(lepton_pt_gev=config.lepton_pt_gev or default_pt, sfos_pairing=config.sfos_pairing,
+                            lepton_order=config.lepton_order or DEFAULT_LEPTON_ORDER)
 
 
 def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[FloatArray, FloatArray]:

@@ -7,7 +7,7 @@ the workers, the generator's cross-checks and the benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import awkward as ak
 import numpy as np
@@ -40,15 +40,27 @@ WEIGHT_BRANCHES_2025E = (
 JAGGED_BRANCHES = frozenset(LEPTON_BRANCHES_2020 + LEPTON_BRANCHES_2025E)
 
 
+LeptonOrder = Literal["stored", "pt"]
+
+
 @dataclass(frozen=True)
 class SelectionOptions:
-    """Optional cuts. ``lepton_pt_gev`` are the leading three lepton pT thresholds, or None for none."""
+    """Optional cuts. ``lepton_pt_gev`` are the pT thresholds of the first three leptons, or None for none.
+
+    ``lepton_order`` says which leptons are "first": ``"stored"`` takes them as the file stores
+    them, as both HZZ notebooks do (2020 files are pT-ordered, 2025e files store electrons first
+    and are not); ``"pt"`` reorders every lepton branch by decreasing pT first, so the thresholds
+    apply to the leading, sub-leading and third-leading leptons whatever their flavour.
+    """
 
     lepton_pt_gev: tuple[float, float, float] | None = None
     sfos_pairing: bool = False
+    lepton_order: LeptonOrder = "stored"
 
 
 DEFAULT_2025E_PT_GEV = (20.0, 15.0, 10.0)
+DEFAULT_LEPTON_ORDER: LeptonOrder = "stored"
+"""Both releases' notebooks cut on the leptons as stored (``analysis_defaults`` in the catalogs)."""
 OPTIONAL_2020_PT_GEV = (30.0, 20.0, 10.0)
 
 
@@ -283,10 +295,11 @@ def _pt_thresholds(pt_descending: np.ndarray, thresholds: tuple[float, float, fl
 
 
 def pt_ordered(events: ak.Array) -> ak.Array:
-    """The events with their leptons sorted by decreasing pT.
+    """The events with their leptons sorted by decreasing pT (the ``lepton_order="pt"`` option).
 
-    The 2025e files store electrons first and do not order by pT; the "leading" leptons of the
-    2025e cuts are the highest-pT ones, so every lepton field is reordered by the same index.
+    Every lepton field is reordered by the same index, so a lepton keeps its flavour, charge and
+    flags. The 2025e files store electrons first and not by pT; reordering makes the pT thresholds
+    act on the hardest leptons, which is always looser than the notebook's stored order.
     """
     order = ak.argsort(events["lep_pt"], axis=1, ascending=False, stable=True)
     fields = {name: events[name][order] if name.startswith("lep_") and events[name].ndim > 1 else events[name]
@@ -298,7 +311,8 @@ def select_2025e(events: ak.Array, options: SelectionOptions = SelectionOptions(
                  to_gev: float = 1.0) -> BoolArray:
     """The 2025e selection: trigger and match, pT 20/15/10 GeV, ID and isolation, then the sums.
 
-    ``events`` must already be pT-ordered (see :func:`pt_ordered`).
+    The pT thresholds and the sums apply to the leptons in the order ``events`` holds them;
+    :func:`analyse` reorders them first when ``options.lepton_order`` is ``"pt"``.
     """
     has_four = _has_four(events, "lep_pt")
     trigger = np.asarray(events["trigE"] | events["trigM"], dtype=bool)
@@ -345,6 +359,8 @@ def event_weight_2025e(events: ak.Array) -> FloatArray:
 def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
             options: SelectionOptions | None = None) -> SelectedEvents:
     """Select events and return their m4l [GeV], weight and channel."""
+    if options is not None and options.lepton_order == "pt":
+        events = pt_ordered(events)
     if schema == "2020":
         cols = _LeptonColumns(events, LEPTON_BRANCHES_2020)
         rows, index, type_sum = _passing_rows_2020(events, options or SelectionOptions(), to_gev, cols)
@@ -353,7 +369,6 @@ def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
         channel = _channel_of_sum(type_sum)
         weight = event_weight_2020(events, rows) if is_mc else np.ones(len(rows), dtype=np.float64)
     elif schema == "2025e":
-        events = pt_ordered(events)
         passed = select_2025e(events, options or SelectionOptions(DEFAULT_2025E_PT_GEV), to_gev)
         rows = np.flatnonzero(passed)
         pt, eta, phi, energy = (_first_four(events[name], rows) for name in ("lep_pt", "lep_eta", "lep_phi", "lep_e"))

@@ -11,6 +11,7 @@ import pytest
 from atlaspipe.config import analysis_config
 from atlaspipe.processing import histogram_arrays
 from atlaspipe.selection import (
+    DEFAULT_2025E_PT_GEV,
     OPTIONAL_2020_PT_GEV,
     SelectedEvents,
     SelectionOptions,
@@ -137,6 +138,36 @@ def test_2025e_cuts_apply_to_pt_ordered_leptons() -> None:
     assert ak.to_list(ordered.lep_pt[0]) == [30.0, 25.0, 16.0, 12.0]
     assert ak.to_list(ordered.lep_type[0]) == [MU, E, MU, E]
     assert select_2025e(ordered).tolist() == [True, True, False, False, False, False, True, False, False]
+
+
+def test_2025e_default_cuts_take_the_leptons_as_stored() -> None:
+    """The notebook cuts lep_pt[:, 0..2] as stored (electrons first); "pt" reorders first."""
+    events = events_2025e([
+        {"lep_pt": [12.0, 25.0, 16.0, 30.0], "lep_type": [E, E, MU, MU], "lep_charge": [1, -1, 1, -1]},
+        {"lep_pt": [25.0, 16.0, 12.0, 30.0], "lep_type": [E, E, MU, MU], "lep_charge": [1, -1, 1, -1]},
+        {"lep_pt": [25.0, 16.0, 8.0, 30.0], "lep_type": [E, E, MU, MU], "lep_charge": [1, -1, 1, -1]},
+    ])
+    stored = SelectionOptions(DEFAULT_2025E_PT_GEV)
+    pt_first = SelectionOptions(DEFAULT_2025E_PT_GEV, lepton_order="pt")
+    assert stored.lepton_order == "stored"
+    assert select_2025e(events, stored).tolist() == [False, True, False]
+    assert select_2025e(pt_ordered(events), stored).tolist() == [True, True, True]
+    assert len(analyse(events, "2025e", False, 1.0, stored)) == 1
+    assert len(analyse(events, "2025e", False, 1.0, pt_first)) == 3
+    assert len(analyse(events, "2025e", False, 1.0)) == 1
+
+
+def test_2020_pt_order_changes_nothing_on_pt_ordered_files() -> None:
+    events = events_2020([
+        [(50e3, 1, E), (40e3, -1, E), (30e3, 1, MU), (20e3, -1, MU)],
+        [(45e3, 1, MU), (35e3, -1, E), (25e3, 1, E), (6e3, -1, MU)],
+        [(50e3, 1, E), (40e3, 1, E), (30e3, 1, MU), (20e3, -1, MU)],
+    ])
+    cuts = OPTIONAL_2020_PT_GEV
+    stored = analyse(events, "2020", False, 1e-3, SelectionOptions(cuts))
+    reordered = analyse(events, "2020", False, 1e-3, SelectionOptions(cuts, lepton_order="pt"))
+    assert stored.m4l_gev.tolist() == reordered.m4l_gev.tolist()
+    assert stored.channel.tolist() == reordered.channel.tolist() == [2, 2]
 
 
 def test_histogram_edges_are_half_open() -> None:
