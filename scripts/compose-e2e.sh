@@ -174,6 +174,9 @@ cleanup() {
             docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")"
     [[ -z "$left" ]] || { echo "left behind: $left" >&2; status=1; }
     rm -f ${CREATED_FILES[@]+"${CREATED_FILES[@]}"}
+    # The cache stays bounded: superseded atlaspipe images and old build cache go.
+    docker image prune -f >/dev/null 2>&1
+    docker builder prune -f --keep-storage 4GB >/dev/null 2>&1
     [[ ! -d "$ROOT/compose/secrets" ]] || rmdir --ignore-fail-on-non-empty "$ROOT/compose/secrets" 2>/dev/null
   fi
   if [[ "$DAEMON_STARTED" == 1 && "$KEEP_DAEMON" == 0 ]]; then
@@ -298,7 +301,7 @@ for name in broker_url result_backend rabbitmq_default_user.conf redis_password 
 done
 
 say "scripts/docker-run.sh --scale $SCALE (project $PROJECT)"
-if ! "$ROOT/scripts/docker-run.sh" --scale "$SCALE" --base "$BASE_IMAGE" --timeout 300 2>&1 | tee "$OUT/docker-run.log"; then
+if ! "$ROOT/scripts/docker-run.sh" --scale "$SCALE" --base "$BASE_IMAGE" --timeout 180 2>&1 | tee "$OUT/docker-run.log"; then
   for id in $(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"); do
     docker logs --tail 30 "$id" >"$OUT/log-$(docker inspect -f '{{.Name}}' "$id" | tr -d /).txt" 2>&1
   done
