@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install or upgrade atlaspipe with Helm, wait for the rollout and the submit Job, then
-# port-forward the report, Flower, RabbitMQ and Prometheus until Ctrl+C (which cleans up).
+# Install or upgrade atlaspipe with Helm (the submit hook Job runs the embedded sample after an
+# install), wait for the rollout, then port-forward the report, Flower, RabbitMQ and Prometheus
+# until Ctrl+C (which cleans up).
 set -euo pipefail
 
 usage() {
@@ -10,7 +11,7 @@ Usage: $(basename "$0") [-n NAMESPACE] [-r RELEASE] [-f VALUES]... [--set K=V]..
 
   -n NAMESPACE         namespace (default: atlaspipe; created if missing)
   -r RELEASE           Helm release name (default: atlaspipe)
-  -f VALUES            extra values file (repeatable), e.g. -f helm/values-keda.yaml
+  -f VALUES            extra values file (repeatable), e.g. -f helm/atlaspipe/ci/keda-values.yaml
   --set K=V            extra --set (repeatable)
   --build              build the image into Minikube's Docker first (scripts/image-build.sh --minikube)
   --no-port-forward    stop after the rollout
@@ -93,12 +94,13 @@ else
   for workload in $(kubectl --namespace "$NAMESPACE" get deployment,statefulset -l "$SELECTOR" -o name); do
     kubectl --namespace "$NAMESPACE" rollout status "$workload" --timeout "$TIMEOUT"
   done
-  job="$(kubectl --namespace "$NAMESPACE" get jobs -l "$SELECTOR,app.kubernetes.io/component=submit" \
-        --sort-by=.metadata.creationTimestamp -o name | tail -n 1)"
+  # The submit Job is a post-install hook: `helm upgrade --install --wait` returned after it completed.
+  job="$(kubectl --namespace "$NAMESPACE" get jobs -l "$SELECTOR,app.kubernetes.io/component=submit" -o name \
+        | head -n 1)"
   if [[ -n "$job" ]]; then
-    echo "waiting for $job"
     kubectl --namespace "$NAMESPACE" wait --for=condition=complete "$job" --timeout "$TIMEOUT" \
       || { kubectl --namespace "$NAMESPACE" logs "$job" --all-containers --tail 50 || true; exit 1; }
+    kubectl --namespace "$NAMESPACE" logs "$job" --tail 20 || true
   fi
 fi
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests drive (Chromium, shellcheck, Prometheus) where missing.
+# Installs the Debian packages the tests drive (Chromium, shellcheck, Prometheus, docker-compose
+# for its own validation of compose/) where missing. scripts/compose-e2e.sh installs the Docker
+# engine itself.
 set -euo pipefail
 
 usage() {
@@ -11,6 +13,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if ((${#missing[@]} == 0)); then exit 0; fi
 if [[ "$(id -u)" != 0 ]]; then
   echo "missing Debian packages (install them as root): ${missing[*]}" >&2
