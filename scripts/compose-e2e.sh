@@ -403,9 +403,9 @@ import json, sys
 
 def histograms(path):
     r = json.load(open(path))
-    out = {"data": (r["data"]["histogram"], r["data"]["channels"], r["data"]["events_read"])}
+    out = {"data": (r["data"]["m4l"], r["data"]["channels"], r["data"]["events_read"])}
     for name, s in r["samples"].items():
-        out[name] = (s["histogram"], s["sumw2"], s["channels"], s["events_selected"], s["events_read"])
+        out[name] = (s["m4l"], s["channels"], s["events_selected"], s["events_read"])
     return r, out
 
 got, got_h = histograms(sys.argv[1])

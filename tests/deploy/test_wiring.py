@@ -302,9 +302,9 @@ def checks_histograms(path: Path) -> dict[str, Any]:
     import json
 
     results = json.loads(path.read_text())
-    out: dict[str, Any] = {"data": (results["data"]["histogram"], results["data"]["channels"])}
+    out: dict[str, Any] = {"data": (results["data"]["m4l"], results["data"]["channels"])}
     for name, sample in results["samples"].items():
-        out[name] = (sample["histogram"], sample["sumw2"], sample["channels"])
+        out[name] = (sample["m4l"], sample["channels"])
     return out
 
 
