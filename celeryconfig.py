@@ -1,4 +1,4 @@
-"""Celery settings for atlaspipe, read by ``atlaspipe.taskapp`` through ``config_from_object``.
+"""Celery settings for atlaspipe, read by ``atlaspipe.pipeline.celery.app`` through ``config_from_object``.
 
 Connection URLs are not here: they come from the environment (``ATLASPIPE_BROKER_URL``,
 ``ATLASPIPE_RESULT_BACKEND`` or their ``*_FILE`` variants) so that no credential is committed.

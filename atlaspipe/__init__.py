@@ -1,20 +1,37 @@
 """atlaspipe: a distributed H→ZZ*→4ℓ analysis of ATLAS Open Data.
 
-``celery -A atlaspipe worker`` finds the Celery application as ``atlaspipe.app``; it is created on
-first access, so ``atlaspipe run`` never pays for importing Celery.
+The public API, imported lazily so that ``import atlaspipe`` and the command line start fast::
+
+    import atlaspipe
+    outcome = atlaspipe.run()                 # the embedded sample, in this process
+    outcome.results.samples["ggH125_ZZ4lep"].m4l.to_hist(outcome.results.bin_edges)
+    handle = atlaspipe.submit(inputs=[...])   # on the Celery workers; handle.wait()
+
+``celery -A atlaspipe worker`` finds the Celery application as ``atlaspipe.app``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "app"]
+
+_EXPORTS = {
+    "run": "atlaspipe.api", "submit": "atlaspipe.api", "RunOutcome": "atlaspipe.api", "RunHandle": "atlaspipe.api",
+    "AnalysisSettings": "atlaspipe.config", "AnalysisConfig": "atlaspipe.config",
+    "Chunk": "atlaspipe.model", "RunPlan": "atlaspipe.model", "RunResults": "atlaspipe.model",
+    "RunStatus": "atlaspipe.model", "RunState": "atlaspipe.model", "Manifest": "atlaspipe.model",
+    "Histogram": "atlaspipe.model", "AtlaspipeError": "atlaspipe.errors", "app": "atlaspipe.pipeline.celery.app",
+}
+__all__ = [
+    "AnalysisConfig", "AnalysisSettings", "AtlaspipeError", "Chunk", "Histogram", "Manifest", "RunHandle",
+    "RunOutcome", "RunPlan", "RunResults", "RunState", "RunStatus", "__version__", "app", "run", "submit",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "app":
-        from atlaspipe.taskapp import app
-
-        return app
-    raise AttributeError(f"module 'atlaspipe' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atlaspipe' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

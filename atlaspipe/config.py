@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import tomllib
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atlaspipe.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 500_000
 """Entries per chunk, from the measured sweep in benchmarks/RESULTS.md: one 500k-entry cluster of
@@ -29,20 +32,59 @@ class FitConfig(BaseModel):
     staterror: bool = True
 
 
-class AnalysisConfig(BaseModel):
-    """Everything that decides the numbers of a run, so a run's config reproduces it."""
+class AnalysisSettings(BaseModel):
+    """What a user may set for a run; a field left None takes the default of the run's release,
+    from its notebook (``AnalysisDefaults`` in the release catalog), once planning knows the release."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    release: Literal["2020", "2025e"] = "2020"
-    bins: int = Field(34, gt=0, le=10_000)
-    m4l_range_gev: tuple[float, float] = (80.0, 250.0)
-    mass_window_gev: tuple[float, float] = (115.0, 130.0)
+    bins: int | None = Field(None, gt=0, le=10_000)
+    m4l_range_gev: tuple[float, float] | None = None
+    mass_window_gev: tuple[float, float] | None = None
     lepton_pt_gev: tuple[float, float, float] | None = None
-    """Leading-lepton pT cuts; None means the release default (2020: none, 2025e: 20/15/10)."""
-    sfos_pairing: bool = False
+    """Thresholds on the first three leptons; None: the release's (2020 none, 2025e 20/15/10 GeV)."""
     lepton_order: Literal["stored", "pt"] | None = None
-    """Which leptons the pT cuts see first: as stored (the notebooks) or pT-ordered; None means the release default."""
+    """Which leptons the pT cuts see first: as stored, as the notebooks do, or pT-ordered."""
+    sfos_pairing: bool = False
+    luminosity_fb: float | None = Field(None, gt=0)
+    """Overrides the release's integrated luminosity."""
+    stacked_groups: tuple[str, ...] | None = None
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0, le=100_000_000)
+    fit: FitConfig = Field(default_factory=FitConfig)
+
+    def resolve(self, release: str) -> AnalysisConfig:
+        """The complete configuration of a run of ``release``: these settings over its defaults."""
+        from atlaspipe.physics.catalog import load_release
+
+        loaded = load_release(release)
+        defaults = loaded.analysis
+        try:
+            return AnalysisConfig(
+                release="2025e" if loaded.name == "2025e" else "2020", bins=self.bins or defaults.bins,
+                m4l_range_gev=self.m4l_range_gev or defaults.m4l_range_gev,
+                mass_window_gev=self.mass_window_gev or defaults.mass_window_gev,
+                lepton_pt_gev=self.lepton_pt_gev if self.lepton_pt_gev is not None else defaults.lepton_pt_gev,
+                lepton_order=self.lepton_order or defaults.lepton_order, sfos_pairing=self.sfos_pairing,
+                luminosity_fb=self.luminosity_fb, stacked_groups=self.stacked_groups, chunk_size=self.chunk_size,
+                fit=self.fit,
+            )
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, f"analysis configuration for release {release}")) from None
+
+
+class AnalysisConfig(BaseModel):
+    """Everything that decides the numbers of a run, resolved for its release, so it reproduces the run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    release: Literal["2020", "2025e"]
+    bins: int = Field(gt=0, le=10_000)
+    m4l_range_gev: tuple[float, float]
+    mass_window_gev: tuple[float, float]
+    lepton_pt_gev: tuple[float, float, float] | None
+    """Thresholds on the first three leptons (None: no pT cut)."""
+    lepton_order: Literal["stored", "pt"]
+    sfos_pairing: bool = False
     luminosity_fb: float | None = Field(None, gt=0)
     """Overrides the release's integrated luminosity."""
     stacked_groups: tuple[str, ...] | None = None
@@ -72,31 +114,49 @@ class AnalysisConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def analysis_config(**values: Any) -> AnalysisConfig:
-    """An AnalysisConfig from keyword values, with validation errors as one-line ConfigErrors."""
+def analysis_settings(**values: Any) -> AnalysisSettings:
+    """AnalysisSettings from keyword values (None ones left to the release), one-line ConfigErrors."""
     try:
-        return AnalysisConfig(**{k: v for k, v in values.items() if v is not None})
+        return AnalysisSettings(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, "analysis configuration")) from None
 
 
-def load_config(path: Path, **overrides: Any) -> AnalysisConfig:
+def analysis_config(release: str = "2020", **values: Any) -> AnalysisConfig:
+    """The complete configuration of a run of ``release`` with these settings, the rest its defaults."""
+    return analysis_settings(**values).resolve(release)
+
+
+CONFIG_SECTION = "analysis"
+"""A config file holds the settings at its top level or in an ``[analysis]`` table."""
+
+
+def load_settings(path: Path, **overrides: Any) -> AnalysisSettings:
     """Read a TOML or JSON analysis configuration file; ``overrides`` win over the file."""
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    log.debug("analysis settings from %s", path)
     try:
         raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: malformed config file: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: config file must hold a table of settings")
+    if isinstance(raw.get(CONFIG_SECTION), dict):
+        others = sorted(k for k in raw if k != CONFIG_SECTION)
+        if others:
+            raise ConfigError(f"{path}: settings go either in [{CONFIG_SECTION}] or at the top level, "
+                              f"not both (found {', '.join(others)} beside [{CONFIG_SECTION}])")
+        raw = dict(raw[CONFIG_SECTION])
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return AnalysisConfig(**raw)
+        return AnalysisSettings(**raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from None
+        fields = ", ".join(sorted(AnalysisSettings.model_fields))
+        raise ConfigError(f"{_describe(exc, str(path))} (settings: {fields}; optionally under "
+                          f"[{CONFIG_SECTION}])") from None
 
 
 def _describe(exc: ValidationError, where: str) -> str:
@@ -106,7 +166,7 @@ def _describe(exc: ValidationError, where: str) -> str:
     return f"{where}: invalid setting: {problems}"
 
 
-def _secret(name: str, default: str | None = None) -> str | None:
+def secret(name: str, default: str | None = None) -> str | None:
     """``$NAME``, else the content of the file named by ``$NAME_FILE`` (Docker/Kubernetes secrets)."""
     value = os.environ.get(name)
     if value:
@@ -114,9 +174,11 @@ def _secret(name: str, default: str | None = None) -> str | None:
     file_name = os.environ.get(f"{name}_FILE")
     if file_name:
         try:
-            return Path(file_name).read_text("utf-8").strip()
+            value = Path(file_name).read_text("utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE={file_name}: cannot read secret file: {exc.strerror}") from None
+        log.debug("%s from the file %s", name, file_name)
+        return value
     return default
 
 
@@ -138,12 +200,23 @@ class RuntimeSettings:
         except ValueError:
             raise ConfigError(f"ATLASPIPE_METRICS_PORT={port_text!r} is not a port number") from None
         return cls(
-            broker_url=_secret("ATLASPIPE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//") or "",
-            result_backend=_secret("ATLASPIPE_RESULT_BACKEND", "redis://127.0.0.1:6379/0") or "",
+            broker_url=secret("ATLASPIPE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//") or "",
+            result_backend=secret("ATLASPIPE_RESULT_BACKEND", "redis://127.0.0.1:6379/0") or "",
             output_dir=Path(os.environ.get("ATLASPIPE_OUTPUT_DIR", "atlaspipe-output")),
-            cache_dir=Path(os.environ.get("ATLASPIPE_CACHE_DIR", Path.home() / ".cache" / "atlaspipe")),
+            cache_dir=cache_folder(),
             metrics_port=port,
         )
+
+
+def package_data_folder() -> Path:
+    """Where the package keeps its data files (the embedded demo sample)."""
+    return Path(__file__).resolve().parent / "data"
+
+
+def cache_folder() -> Path:
+    """Where downloads (and a regenerated embedded sample) are kept: ``$ATLASPIPE_CACHE_DIR``, else
+    ``~/.cache/atlaspipe``."""
+    return Path(os.environ.get("ATLASPIPE_CACHE_DIR") or Path.home() / ".cache" / "atlaspipe").expanduser()
 
 
 def redact_url(url: str) -> str:
@@ -205,18 +278,8 @@ class WorkerSettings:
             hard = soft + 60
         if soft is not None and hard is not None and hard <= soft:
             raise ConfigError("ATLASPIPE_TASK_TIME_LIMIT must be larger than ATLASPIPE_TASK_SOFT_TIME_LIMIT")
-        assert deliveries is not None and patience is not None
+        assert deliveries is not None
+        assert patience is not None
         return cls(max_deliveries=int(deliveries), backend_patience_seconds=patience, soft_time_limit=soft,
                    time_limit=hard)
 
-
-def warn_password_in_argv(option: str, url: str | None) -> None:
-    """Warn when a URL with a password came on the command line: every local user sees argv in ``ps``."""
-    from urllib.parse import urlsplit
-
-    if url and urlsplit(url).password:
-        import sys
-
-        variable = "ATLASPIPE_BROKER_URL" if "broker" in option else "ATLASPIPE_RESULT_BACKEND"
-        print(f"warning: {option} carries a password, which other users can read in `ps`; set {variable} "
-              f"or {variable}_FILE instead", file=sys.stderr)

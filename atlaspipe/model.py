@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from atlaspipe.config import AnalysisConfig
+from atlaspipe.config import AnalysisConfig, AnalysisSettings
 from atlaspipe.errors import ConfigError, SchemaError
-from atlaspipe.selection import CHANNELS
+from atlaspipe.physics.selection import CHANNELS
 
 if TYPE_CHECKING:
     import hist
+
+M4L = "m4l"
+"""The name of the four-lepton mass histogram in chunk results and aggregates."""
 
 
 class Document(BaseModel):
@@ -126,8 +129,8 @@ class RunRequest(Document):
     samples: tuple[str, ...] = ()
     base_url: str | None = None
     fetch: bool = False
-    config: AnalysisConfig = Field(default_factory=AnalysisConfig)
-    """The analysis settings; ``config.release`` is replaced by the release found at planning."""
+    config: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    """The analysis settings; planning resolves them for the release it finds."""
     output_dir: str
     allow_partial: bool = False
     keep_records: bool = False
@@ -155,7 +158,7 @@ class Chunk(Document):
     entry_stop: int
     file_entries: int
 
-    def model_post_init(self, context: Any, /) -> None:
+    def model_post_init(self, _context: Any, /) -> None:
         if not 0 <= self.entry_start <= self.entry_stop <= self.file_entries:
             raise ConfigError(
                 f"chunk {self.chunk_id} of {self.source}: invalid entry range "
@@ -401,7 +404,8 @@ class Histogram(Document):
     def uncertainty(self) -> float:
         return math.sqrt(max(0.0, math.fsum(self.variances)))
 
-    def to_hist(self, bin_edges: Sequence[float], name: str = "m4l", label: str = "$m_{4\\ell}$ [GeV]") -> hist.Hist:
+    def to_hist(self, bin_edges: Sequence[float], name: str = "m4l",
+                label: str = "$m_{4\\ell}$ [GeV]") -> hist.Hist[hist.storage.Weight]:
         """This histogram as a ``hist.Hist`` with Weight storage, flow bins filled."""
         import hist as hist_module
         import numpy as np
@@ -601,6 +605,11 @@ def _type_text(spec: dict[str, Any]) -> str:
         return " or ".join(json.dumps(v) for v in spec["enum"])
     if "const" in spec:
         return json.dumps(spec["const"])
+    return _structure_text(spec)
+
+
+def _structure_text(spec: dict[str, Any]) -> str:
+    """An array, a map or a plain type, as CONTRACTS.md writes it."""
     kind = spec.get("type", "any")
     if kind == "array":
         if "prefixItems" in spec:

@@ -15,6 +15,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import awkward as ak
@@ -65,8 +66,7 @@ class HZZProcessor(processor.ProcessorABC):  # type: ignore[misc]
 
 
 def main(job_path: str, out_path: str) -> int:
-    with open(job_path, encoding="utf-8") as handle:
-        job = json.load(handle)
+    job = json.loads(Path(job_path).read_text("utf-8"))
     fileset: dict[str, dict[str, Any]] = {}
     for entry in job["files"]:
         fileset.setdefault(entry["sample"], {"files": {}})["files"][entry["path"]] = "mini"
@@ -85,9 +85,8 @@ def main(job_path: str, out_path: str) -> int:
             "read": int(entry["read"]), "selected": int(entry["selected"]),
         }
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    with open(out_path, "w", encoding="utf-8") as handle:
-        json.dump({"seconds": seconds, "samples": samples, "peak_rss_mb": peak_children,
-                   "coffea": __import__("coffea").__version__}, handle)
+    Path(out_path).write_text(json.dumps({"seconds": seconds, "samples": samples, "peak_rss_mb": peak_children,
+                                          "coffea": __import__("coffea").__version__}), "utf-8")
     return 0
 
 

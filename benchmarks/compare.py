@@ -11,7 +11,7 @@ Contenders, each timed as the wall time until the histograms exist, in a fresh p
    and Redis DB, fed through ``atlaspipe-submit``; timed from launching the CLI until the
    aggregate stage has stored the merged histograms (the plot stage then runs untimed, and the
    next measurement waits for it);
-2. ``inprocess``: ``atlaspipe run``'s code path (plan_run + runner.execute_plan + aggregate);
+2. ``inprocess``: ``atlaspipe run``'s code path (plan_run + inprocess.execute_plan + aggregate);
 3. ``serial``: ``uproot.iterate`` + awkward + vector, one step at a time, as the HZZ notebook;
 4. ``coffea``: benchmarks/coffea_processor.py on FuturesExecutor(2), in its own virtualenv;
 5. ``readlimit``: the needed branches read with uproot over cluster-aligned ranges in 2
@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-BROKER = os.environ.get("ATLASPIPE_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/atlaspipe-bench")
-BACKEND = os.environ.get("ATLASPIPE_BENCH_RESULT_BACKEND", "redis://127.0.0.1:6379/9")
-"""Replaced by a private redis-server for the run where one can be started (see private_redis)."""
+DEFAULT_BROKER = os.environ.get("ATLASPIPE_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/atlaspipe-bench")
+"""Its private vhost ``atlaspipe-bench``, or the default vhost where that cannot be made (see ensure_vhost)."""
+DEFAULT_BACKEND = os.environ.get("ATLASPIPE_BENCH_RESULT_BACKEND", "redis://127.0.0.1:6379/9")
+"""A private redis-server instead where one can be started (see private_redis)."""
 COFFEA_VENV = HERE / ".venv-coffea"
 COFFEA_PINS = ("coffea==2026.9.0",)
 RESULTS = HERE / "RESULTS.md"
@@ -78,8 +80,8 @@ def mode_inprocess(job: dict[str, Any]) -> dict[str, Any]:
     """``atlaspipe run``'s code path, in this process."""
     from atlaspipe.config import analysis_config
     from atlaspipe.pipeline.inprocess import execute_plan
-    from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
-    from atlaspipe.processing import aggregate
+    from atlaspipe.pipeline.planning import new_run_id, plan_run, resolve_inputs
+    from atlaspipe.pipeline.processing import aggregate
 
     release, files = resolve_inputs("2020", [job["data"]])
     plan = plan_run(new_run_id(), analysis_config(release=release, chunk_size=job["chunk_size"]), files)
@@ -105,14 +107,15 @@ def mode_serial(job: dict[str, Any]) -> dict[str, Any]:
                               storage=hist.storage.Weight())
         read = selected = 0
         branches = list(LEPTONS) + (list(WEIGHTS) if entry["is_mc"] else [])
-        for data in uproot.iterate(f"{entry['path']}:mini", branches, step_size=job["chunk_size"], library="ak"):
-            read += len(data)
-            data = data[ak.num(data.lep_pt, axis=1) >= 4]
-            charge = data.lep_charge[:, 0] + data.lep_charge[:, 1] + data.lep_charge[:, 2] + data.lep_charge[:, 3]
-            ltype = ak.values_astype(data.lep_type[:, :4], np.int64)
+        for batch in uproot.iterate(f"{entry['path']}:mini", branches, step_size=job["chunk_size"], library="ak"):
+            read += len(batch)
+            four = batch[ak.num(batch.lep_pt, axis=1) >= 4]
+            charge = four.lep_charge[:, 0] + four.lep_charge[:, 1] + four.lep_charge[:, 2] + four.lep_charge[:, 3]
+            ltype = ak.values_astype(four.lep_type[:, :4], np.int64)
             type_sum = ltype[:, 0] + ltype[:, 1] + ltype[:, 2] + ltype[:, 3]
-            data = data[(charge == 0) & ((type_sum == 44) | (type_sum == 48) | (type_sum == 52))]
-            type_sum = type_sum[(charge == 0) & ((type_sum == 44) | (type_sum == 48) | (type_sum == 52))]
+            passed = (charge == 0) & ((type_sum == 44) | (type_sum == 48) | (type_sum == 52))
+            data = four[passed]
+            type_sum = type_sum[passed]
             selected += len(data)
             p4 = vector.zip({name: ak.values_astype(data[field][:, :4], np.float64) for name, field in
                              (("pt", "lep_pt"), ("eta", "lep_eta"), ("phi", "lep_phi"), ("E", "lep_E"))})
@@ -205,7 +208,7 @@ def run_subprocess_mode(mode: str, job: dict[str, Any], tmp: Path) -> dict[str, 
         command = [sys.executable, str(Path(__file__).resolve()), "_mode", mode, str(job_path), str(out_path)]
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{mode} failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -217,32 +220,39 @@ def run_subprocess_mode(mode: str, job: dict[str, Any], tmp: Path) -> dict[str, 
 # --------------------------------------------------------------------------- the distributed cluster
 
 
-def ensure_vhost() -> None:
-    """Use a private vhost (so other sessions' workers never take our tasks) where we can make one;
-    otherwise fall back to the default vhost."""
-    global BROKER
-    if not BROKER.endswith("/atlaspipe-bench"):
-        return
+@dataclass(frozen=True)
+class Services:
+    """The broker and the run records (result backend) of the benchmark's workers."""
+
+    broker: str
+    backend: str
+
+
+def ensure_vhost(broker: str) -> str:
+    """``broker`` on a private vhost (so other sessions' workers never take our tasks) where we can make
+    one; otherwise on the default vhost."""
+    if not broker.endswith("/atlaspipe-bench"):
+        return broker
     if shutil.which("rabbitmqctl") is not None:
-        listed = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True)
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=False)
         if "atlaspipe-bench" in listed.stdout.split():
-            return
+            return broker
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", "atlaspipe-bench"], capture_output=True, check=False)
         subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", "atlaspipe-bench", "guest", ".*", ".*", ".*"],
                        capture_output=True, check=False)
     import kombu
 
     try:
-        with kombu.Connection(BROKER, connect_timeout=3) as connection:
+        with kombu.Connection(broker, connect_timeout=3) as connection:
             connection.ensure_connection(max_retries=1)
     except Exception:
-        BROKER = BROKER.rsplit("/", 1)[0] + "//"
+        return broker.rsplit("/", 1)[0] + "//"
+    return broker
 
 
-def private_redis(tmp: Path) -> subprocess.Popen[bytes] | None:
-    """A redis-server of our own on a free port, so no other session's tests (which may flush or
-    restart the shared one) touch the benchmark's records; None where redis-server is missing."""
-    global BACKEND
+def private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A redis-server of our own on a free port and its URL, so no other session's tests (which may
+    flush or restart the shared one) touch the benchmark's records; None where redis-server is missing."""
     if "ATLASPIPE_BENCH_RESULT_BACKEND" in os.environ or shutil.which("redis-server") is None:
         return None
     import socket
@@ -260,8 +270,7 @@ def private_redis(tmp: Path) -> subprocess.Popen[bytes] | None:
     while time.monotonic() < deadline:
         try:
             redis.Redis.from_url(url).ping()
-            BACKEND = url
-            return server
+            return server, url
         except redis.RedisError:
             time.sleep(0.05)
     server.kill()
@@ -271,25 +280,27 @@ def private_redis(tmp: Path) -> subprocess.Popen[bytes] | None:
 class Cluster:
     """Real ``celery -A atlaspipe worker`` processes: load, aggregate, plot and N process slots."""
 
-    def __init__(self, tmp: Path, process_slots: int = 2, data_root: Path | None = None) -> None:
+    def __init__(self, tmp: Path, services: Services, process_slots: int = 2, data_root: Path | None = None) -> None:
         self.tmp = tmp
+        self.services = services
         self.process_slots = process_slots
         self.tag = uuid.uuid4().hex[:6]
-        self.env = {**os.environ, "ATLASPIPE_BROKER_URL": BROKER, "ATLASPIPE_RESULT_BACKEND": BACKEND,
+        self.env = {**os.environ, "ATLASPIPE_BROKER_URL": services.broker,
+                    "ATLASPIPE_RESULT_BACKEND": services.backend,
                     "ATLASPIPE_OUTPUT_DIR": str(tmp / "outputs"), "ATLASPIPE_METRICS_PORT": "0",
                     "ATLASPIPE_INPUT_ROOTS": str(data_root or HERE / "data"),
                     "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        from atlaspipe.taskapp import create_app
+        from atlaspipe.pipeline.celery.app import create_app
 
-        app = create_app(BROKER, BACKEND)
+        app = create_app(self.services.broker, self.services.backend)
         app.control.purge()
         names = []
         for stage, slots in (("load", 1), ("aggregate", 1), ("plot", 1), ("process", self.process_slots)):
             node = f"bench-{stage}-{self.tag}@{os.uname().nodename}"
-            log = open(self.tmp / f"worker-{stage}-{self.tag}.log", "wb")  # noqa: SIM115 - lives with the worker
+            log = (self.tmp / f"worker-{stage}-{self.tag}.log").open("wb")  # open as long as the worker runs
             self.processes[stage] = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "atlaspipe", "worker", "-Q", stage, "-n", node,
                  "-c", str(slots), "--pool", "prefork", "--loglevel", "WARNING", "--without-gossip",
@@ -313,7 +324,7 @@ class Cluster:
 
     def process_children(self) -> list[int]:
         main = self.processes["process"].pid
-        out = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True, check=False).stdout.split()
         return [int(p) for p in out]
 
     def peak_rss_mb(self) -> dict[str, float]:
@@ -345,11 +356,11 @@ class Cluster:
 def run_distributed(cluster: Cluster, data: str, chunk_size: int, wait_for_plot: bool = True) -> dict[str, Any]:
     """Submit through atlaspipe-submit; wall time until the aggregate stage has finished."""
     from atlaspipe.model import RunState
-    from atlaspipe.records import RunRecords
+    from atlaspipe.pipeline.celery.records import RunRecords
 
-    store = RunRecords(BACKEND)
+    store = RunRecords(cluster.services.backend)
     output = cluster.tmp / "outputs"
-    command = [sys.executable, "-m", "atlaspipe.submit", "--input", data, "--chunk-size", str(chunk_size),
+    command = [sys.executable, "-m", "atlaspipe.cli.submit", "--input", data, "--chunk-size", str(chunk_size),
                "--output", str(output), "--keep-records", "--quiet"]
     load = os.getloadavg()[0]
     started = time.perf_counter()
@@ -428,10 +439,10 @@ def compare_histograms(reference: Samples, other: Samples, is_mc: dict[str, bool
 
 def dataset_job(data: Path, chunk_size: int, workers: int = 2) -> dict[str, Any]:
     from atlaspipe.config import analysis_config
-    from atlaspipe.planning import resolve_inputs
+    from atlaspipe.pipeline.planning import resolve_inputs
 
     release, files = resolve_inputs("2020", [str(data)])
-    from atlaspipe.catalog import load_release
+    from atlaspipe.physics.catalog import load_release
 
     rel = load_release(release)
     return {"data": str(data), "chunk_size": chunk_size, "workers": workers,
@@ -443,7 +454,9 @@ def dataset_job(data: Path, chunk_size: int, workers: int = 2) -> dict[str, Any]
 def ensure_coffea(log: Callable[[str], None]) -> bool:
     """Create benchmarks/.venv-coffea with coffea and the main venv's numpy/awkward/uproot versions."""
     python = COFFEA_VENV / "bin" / "python"
-    if python.exists() and subprocess.run([str(python), "-c", "import coffea"], capture_output=True).returncode == 0:
+    probe = (subprocess.run([str(python), "-c", "import coffea"], capture_output=True, check=False)
+             if python.exists() else None)
+    if probe is not None and probe.returncode == 0:
         return True
     from importlib import metadata
 
@@ -452,7 +465,7 @@ def ensure_coffea(log: Callable[[str], None]) -> bool:
     log(f"creating {COFFEA_VENV} with {' '.join(COFFEA_PINS + tuple(pins))}")
     subprocess.run([sys.executable, "-m", "venv", str(COFFEA_VENV)], check=True)
     done = subprocess.run([str(python), "-m", "pip", "install", "-q", *COFFEA_PINS, *pins],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         log(f"coffea install failed: {done.stderr[-1500:]}")
         return False
@@ -489,7 +502,7 @@ def versions() -> dict[str, str]:
     python = COFFEA_VENV / "bin" / "python"
     if python.exists():
         done = subprocess.run([str(python), "-c", "import coffea; print(coffea.__version__)"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         out["coffea"] = done.stdout.strip() or "-"
     return out
 
@@ -521,145 +534,191 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     quick = args.quick
-    reps = args.repetitions or (1 if quick else 3)
-    chunk = args.chunk_size or (20_000 if quick else DEFAULT_CHUNK_SIZE)
     began = time.perf_counter()
     load_start = os.getloadavg()
     log("dataset")
     data = make("zlib", quick=quick, root=args.data_root)
     data_lz4 = None if quick else make("lz4", quick=False, root=args.data_root)
+    chunk = args.chunk_size or (20_000 if quick else DEFAULT_CHUNK_SIZE)
     job = dataset_job(data, chunk)
-    is_mc = {f["sample"]: f["is_mc"] for f in job["files"]}
     coffea = not args.no_coffea and (ensure_coffea(log) if not quick else (COFFEA_VENV / "bin" / "python").exists())
-    ensure_vhost()
+    broker = ensure_vhost(DEFAULT_BROKER)
     tmp = Path(tempfile.mkdtemp(prefix="atlaspipe-bench-"))
-    redis_server = private_redis(tmp)
+    own_redis = private_redis(tmp)
     try:
-        return _compare(args, quick, reps, chunk, began, load_start, data, data_lz4, job, is_mc, coffea, tmp, log)
+        setup = Setup(args=args, quick=quick, repetitions=args.repetitions or (1 if quick else 3), chunk=chunk,
+                      data=data, data_lz4=data_lz4, job=job, is_mc={f["sample"]: f["is_mc"] for f in job["files"]},
+                      coffea=coffea, tmp=tmp, services=Services(broker, own_redis[1] if own_redis else DEFAULT_BACKEND),
+                      began=began, load_start=load_start, log=log)
+        return _compare(setup)
     finally:
-        if redis_server is not None:
-            redis_server.terminate()
-            redis_server.wait(10)
+        if own_redis is not None:
+            own_redis[0].terminate()
+            own_redis[0].wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _compare(args: argparse.Namespace, quick: bool, reps: int, chunk: int, began: float,
-             load_start: tuple[float, float, float], data: Path, data_lz4: Path | None, job: dict[str, Any],
-             is_mc: dict[str, bool], coffea: bool, tmp: Path, log: Callable[[str], None]) -> int:
-    log(f"broker {BROKER.rsplit('@', 1)[-1]}, records {BACKEND.rsplit('@', 1)[-1]}")
-    measurements: dict[str, Any] = {"runs": {}, "check": {}, "quick": quick, "chunk_size": chunk}
-    runs: dict[str, list[dict[str, Any]]] = measurements["runs"]
-    order = ["distributed", "inprocess", "serial", *(["coffea"] if coffea else []), "readlimit"]
-    cluster = Cluster(tmp, 2, args.data_root)
+@dataclass(frozen=True)
+class Setup:
+    """What every measurement of one comparison shares."""
+
+    args: argparse.Namespace
+    quick: bool
+    repetitions: int
+    chunk: int
+    data: Path
+    data_lz4: Path | None
+    job: dict[str, Any]
+    is_mc: dict[str, bool]
+    coffea: bool
+    tmp: Path
+    services: Services
+    began: float
+    load_start: tuple[float, float, float]
+    log: Callable[[str], None]
+
+    def cluster(self, process_slots: int) -> Cluster:
+        return Cluster(self.tmp, self.services, process_slots, self.args.data_root)
+
+
+def _compare(setup: Setup) -> int:
+    setup.log(f"broker {setup.services.broker.rsplit('@', 1)[-1]}, records {setup.services.backend.rsplit('@', 1)[-1]}")
+    measurements: dict[str, Any] = {"runs": {}, "check": {}, "quick": setup.quick, "chunk_size": setup.chunk}
+    cluster = setup.cluster(2)
     try:
-        log("starting workers (process --concurrency 2, load, aggregate, plot)")
+        setup.log("starting workers (process --concurrency 2, load, aggregate, plot)")
         cluster.start()
-        cluster.warm(data)
-        for rep in range(reps):
-            # Rotate the order so no contender always runs first (page cache, turbo, neighbours' load).
-            for mode in order[rep % len(order):] + order[: rep % len(order)]:
-                if mode == "distributed":
-                    result = run_distributed(cluster, str(data), chunk)
-                else:
-                    result = run_subprocess_mode(mode, job, tmp)
-                result["events"] = events_read(result)
-                runs.setdefault(mode, []).append(result)
-                log(f"rep {rep + 1}/{reps} {mode:<11} {result['wall']:6.2f} s  "
-                    f"{result['events'] / result['wall']:>12,.0f} ev/s  (load {result['load']:.2f})")
+        cluster.warm(setup.data)
+        _race(setup, cluster, measurements["runs"])
         measurements["worker_rss_mb"] = cluster.peak_rss_mb()
-        log(f"peak RSS of the process worker's processes: {measurements['worker_rss_mb']}")
-
-        reference = runs["inprocess"][0]["samples"]
-        for mode in ("distributed", "serial", "coffea"):
-            if mode in runs:
-                problems = [p for r in runs[mode] for p in compare_histograms(reference, r["samples"], is_mc)]
-                measurements["check"][mode] = problems
-                log(f"histograms {mode} vs inprocess: {'identical' if not problems else problems[:5]}")
-
-        log("per-task overhead: pseudo-data files in 1-entry chunks")
-        data_dir = str(Path(data) / "Data")
-        overhead = run_distributed(cluster, data_dir, 1)
-        inproc_tiny = run_subprocess_mode("inprocess", {**dataset_job(Path(data_dir), 1)}, tmp)
-        busy = overhead["marks"].get("aggregating", overhead["wall"]) - overhead["marks"].get("running", 0.0)
-        measurements["overhead"] = {
-            "tasks": overhead["tasks"], "busy_seconds": busy,
-            "ms_per_task": 1e3 * busy * cluster.process_slots / overhead["tasks"],
-            "tasks_per_second": overhead["tasks"] / busy,
-            "inprocess_ms_per_chunk": 1e3 * inproc_tiny["task_seconds_mean"],
-        }
-        log(f"overhead: {measurements['overhead']}")
+        setup.log(f"peak RSS of the process worker's processes: {measurements['worker_rss_mb']}")
+        _check_against_inprocess(setup, measurements)
+        measurements["overhead"] = _task_overhead(setup, cluster)
+        setup.log(f"overhead: {measurements['overhead']}")
     finally:
         cluster.stop()
+    if not setup.quick:
+        measurements["scaling"] = _scaling(setup, measurements["runs"])
+        setup.log(f"scaling: {measurements['scaling']}")
+        if setup.data_lz4 is not None:
+            _lz4_variant(setup, setup.data_lz4, measurements)
+    if not setup.quick and not setup.args.no_sweep:
+        _chunk_size_sweep(setup, measurements)
+    return _write_report(setup, measurements)
 
-    if not quick:
-        log("scaling: 1 process slot")
-        single = Cluster(tmp, 1, args.data_root)
+
+def _race(setup: Setup, cluster: Cluster, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Every contender, ``setup.repetitions`` times, interleaved."""
+    order = ["distributed", "inprocess", "serial", *(["coffea"] if setup.coffea else []), "readlimit"]
+    for rep in range(setup.repetitions):
+        # Rotate the order so no contender always runs first (page cache, turbo, neighbours' load).
+        for mode in order[rep % len(order):] + order[: rep % len(order)]:
+            if mode == "distributed":
+                result = run_distributed(cluster, str(setup.data), setup.chunk)
+            else:
+                result = run_subprocess_mode(mode, setup.job, setup.tmp)
+            result["events"] = events_read(result)
+            runs.setdefault(mode, []).append(result)
+            setup.log(f"rep {rep + 1}/{setup.repetitions} {mode:<11} {result['wall']:6.2f} s  "
+                      f"{result['events'] / result['wall']:>12,.0f} ev/s  (load {result['load']:.2f})")
+
+
+def _check_against_inprocess(setup: Setup, measurements: dict[str, Any]) -> None:
+    runs = measurements["runs"]
+    reference = runs["inprocess"][0]["samples"]
+    for mode in ("distributed", "serial", "coffea"):
+        if mode in runs:
+            problems = [p for r in runs[mode] for p in compare_histograms(reference, r["samples"], setup.is_mc)]
+            measurements["check"][mode] = problems
+            setup.log(f"histograms {mode} vs inprocess: {'identical' if not problems else problems[:5]}")
+
+
+def _task_overhead(setup: Setup, cluster: Cluster) -> dict[str, Any]:
+    setup.log("per-task overhead: pseudo-data files in 1-entry chunks")
+    data_dir = str(Path(setup.data) / "Data")
+    overhead = run_distributed(cluster, data_dir, 1)
+    inproc_tiny = run_subprocess_mode("inprocess", {**dataset_job(Path(data_dir), 1)}, setup.tmp)
+    busy = overhead["marks"].get("aggregating", overhead["wall"]) - overhead["marks"].get("running", 0.0)
+    return {
+        "tasks": overhead["tasks"], "busy_seconds": busy,
+        "ms_per_task": 1e3 * busy * cluster.process_slots / overhead["tasks"],
+        "tasks_per_second": overhead["tasks"] / busy,
+        "inprocess_ms_per_chunk": 1e3 * inproc_tiny["task_seconds_mean"],
+    }
+
+
+def _scaling(setup: Setup, runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    setup.log("scaling: 1 process slot")
+    single = setup.cluster(1)
+    try:
+        single.start()
+        single.warm(setup.data)
+        ones = [run_distributed(single, str(setup.data), setup.chunk) for _ in range(2)]
+    finally:
+        single.stop()
+    one = max(events_read(r) / r["wall"] for r in ones)
+    two = max(r["events"] / r["wall"] for r in runs["distributed"])
+    return {"one": one, "two": two, "speedup": two / one}
+
+
+def _lz4_variant(setup: Setup, data_lz4: Path, measurements: dict[str, Any]) -> None:
+    setup.log("LZ4 variant")
+    job_lz4 = dataset_job(data_lz4, setup.chunk)
+    lz4 = setup.cluster(2)
+    try:
+        lz4.start()
+        lz4.warm(setup.data)
+        for mode in ("distributed", "inprocess", "readlimit"):
+            r = (run_distributed(lz4, str(data_lz4), setup.chunk) if mode == "distributed"
+                 else run_subprocess_mode(mode, job_lz4, setup.tmp))
+            r["events"] = events_read(r)
+            measurements.setdefault("lz4", {})[mode] = r
+            setup.log(f"lz4 {mode:<11} {r['wall']:6.2f} s  {r['events'] / r['wall']:>12,.0f} ev/s")
+    finally:
+        lz4.stop()
+    reference = measurements["runs"]["inprocess"][0]["samples"]
+    measurements["check"]["lz4"] = compare_histograms(reference, measurements["lz4"]["inprocess"]["samples"],
+                                                      setup.is_mc)
+
+
+def _chunk_size_sweep(setup: Setup, measurements: dict[str, Any]) -> None:
+    setup.log(f"chunk-size sweep {setup.args.sweep}")
+    for size in setup.args.sweep:
+        sweep_cluster = setup.cluster(2)
         try:
-            single.start()
-            single.warm(data)
-            ones = [run_distributed(single, str(data), chunk) for _ in range(2)]
+            sweep_cluster.start()
+            sweep_cluster.warm(setup.data)
+            dist = [run_distributed(sweep_cluster, str(setup.data), size) for _ in range(setup.args.sweep_repetitions)]
+            rss = sweep_cluster.peak_rss_mb()
         finally:
-            single.stop()
-        one = max(events_read(r) / r["wall"] for r in ones)
-        two = max(r["events"] / r["wall"] for r in runs["distributed"])
-        measurements["scaling"] = {"one": one, "two": two, "speedup": two / one}
-        log(f"scaling: {measurements['scaling']}")
+            sweep_cluster.stop()
+        ip = run_subprocess_mode("inprocess", dataset_job(setup.data, size), setup.tmp)
+        entry = {"chunk_size": size, "tasks": dist[0]["tasks"],
+                 "distributed": max(events_read(r) / r["wall"] for r in dist),
+                 "inprocess": events_read(ip) / ip["wall"], "worker_peak_rss_mb": max(rss.values()),
+                 "inprocess_peak_rss_mb": ip["peak_rss_mb"], "load": max(r["load"] for r in dist)}
+        measurements.setdefault("sweep", []).append(entry)
+        setup.log(f"sweep {entry}")
 
-        if data_lz4 is not None:
-            log("LZ4 variant")
-            job_lz4 = dataset_job(data_lz4, chunk)
-            lz4 = Cluster(tmp, 2, args.data_root)
-            try:
-                lz4.start()
-                lz4.warm(data)
-                for mode in ("distributed", "inprocess", "readlimit"):
-                    r = (run_distributed(lz4, str(data_lz4), chunk) if mode == "distributed"
-                         else run_subprocess_mode(mode, job_lz4, tmp))
-                    r["events"] = events_read(r)
-                    measurements.setdefault("lz4", {})[mode] = r
-                    log(f"lz4 {mode:<11} {r['wall']:6.2f} s  {r['events'] / r['wall']:>12,.0f} ev/s")
-            finally:
-                lz4.stop()
-            problems = compare_histograms(reference, measurements["lz4"]["inprocess"]["samples"], is_mc)
-            measurements["check"]["lz4"] = problems
 
-    if not quick and not args.no_sweep:
-        log(f"chunk-size sweep {args.sweep}")
-        for size in args.sweep:
-            sweep_cluster = Cluster(tmp, 2, args.data_root)
-            try:
-                sweep_cluster.start()
-                sweep_cluster.warm(data)
-                dist = []
-                for _ in range(args.sweep_repetitions):
-                    dist.append(run_distributed(sweep_cluster, str(data), size))
-                rss = sweep_cluster.peak_rss_mb()
-            finally:
-                sweep_cluster.stop()
-            ip = run_subprocess_mode("inprocess", dataset_job(data, size), tmp)
-            entry = {"chunk_size": size, "tasks": dist[0]["tasks"],
-                     "distributed": max(events_read(r) / r["wall"] for r in dist),
-                     "inprocess": events_read(ip) / ip["wall"], "worker_peak_rss_mb": max(rss.values()),
-                     "inprocess_peak_rss_mb": ip["peak_rss_mb"], "load": max(r["load"] for r in dist)}
-            measurements.setdefault("sweep", []).append(entry)
-            log(f"sweep {entry}")
-
-    measurements.update(machine=machine(), versions=versions(), seconds=time.perf_counter() - began,
-                        load_start=load_start, load_end=os.getloadavg(),
+def _write_report(setup: Setup, measurements: dict[str, Any]) -> int:
+    """Print and write the tables (and the raw measurements); 1 if any histograms disagreed."""
+    args = setup.args
+    measurements.update(machine=machine(), versions=versions(), seconds=time.perf_counter() - setup.began,
+                        load_start=setup.load_start, load_end=os.getloadavg(),
                         date=datetime.now(UTC).isoformat(timespec="seconds"),
                         command="python benchmarks/compare.py" + (" " + " ".join(args.argv)).rstrip())
-    for run_list in runs.values():
+    for run_list in measurements["runs"].values():
         for r in run_list:
             r.pop("samples", None)
-    if "lz4" in measurements:
-        for r in measurements["lz4"].values():
-            r.pop("samples", None)
+    for r in measurements.get("lz4", {}).values():
+        r.pop("samples", None)
     table = report(measurements)
     print(table)
-    output = args.output or (None if quick else RESULTS)
+    output = args.output or (None if setup.quick else RESULTS)
     if output is not None:
         write_results(output, table)
-        log(f"wrote {output}")
+        setup.log(f"wrote {output}")
     if args.json:
         args.json.write_text(json.dumps(measurements, indent=1, default=str), "utf-8")
     failed = any(measurements["check"].values())

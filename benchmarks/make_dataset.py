@@ -59,7 +59,7 @@ def _complete(folder: Path) -> bool:
 def make(compression: str = "zlib", quick: bool = False, root: Path = DATA_DIR, force: bool = False,
          events: int | None = None) -> Path:
     """Generate the dataset unless a complete copy is there; returns its folder."""
-    from atlaspipe.generate import generate_release
+    from atlaspipe.generate.events import generate_release
 
     target = dataset_dir(compression, quick, root)
     if _complete(target) and not force:

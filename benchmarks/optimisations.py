@@ -2,7 +2,7 @@
 
 ``python benchmarks/optimisations.py [--file PATH] [--repetitions 3]``: prints a Markdown table
 (pasted into RESULTS.md). The "before" variants are the code the optimisations replaced, kept here
-and in tests/test_fast_path.py as references.
+and in tests/physics/test_fast_path.py as references.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _rss_child(variant: str, path: str) -> None:
     """Read ``path`` in 500k-entry chunks with uproot's defaults or atlaspipe's open options."""
     import uproot
 
-    from atlaspipe.selection import required_branches
+    from atlaspipe.physics.selection import required_branches
 
     uproot.compression._decompress_ZLIB.library = "isal"
     options: dict[str, Any] = {} if variant == "before" else {
@@ -57,8 +57,8 @@ def main() -> int:
 
     import uproot
 
-    from atlaspipe.selection import SelectionOptions, analyse, required_branches
-    from tests.test_fast_path import reference_analyse_2020
+    from atlaspipe.physics.selection import SelectionOptions, analyse, required_branches
+    from tests.physics.test_fast_path import reference_analyse_2020
 
     branches = required_branches("2020", True)
     tree = uproot.open(args.file, array_cache=None)["mini"]
@@ -94,7 +94,7 @@ def main() -> int:
     rows.append(("cluster-aligned 500k chunks instead of 200k (read only; clusters are 500k entries)",
                  rate("isal 200k"), rate("isal 500k"), "planning cuts at cluster starts; DEFAULT_CHUNK_SIZE"))
     rows.append(("selection + m4l: flat-buffer gathers and vector's formulas in plain numpy",
-                 rate("analysis before"), rate("analysis after"), "bit-identical (tests/test_fast_path.py)"))
+                 rate("analysis before"), rate("analysis after"), "bit-identical (tests/physics/test_fast_path.py)"))
     rss = {}
     for variant in ("before", "after"):
         done = subprocess.run([sys.executable, __file__, "_rss", variant, str(args.file)], capture_output=True,

@@ -247,7 +247,7 @@ bench_local() {
     nodes+=("$stage-cpu$$@$(hostname)")
   done
   in_cgroup flower "$state/flower.log" "${common[@]}" \
-    celery -A atlaspipe flower --port="$(free_port)" --address=127.0.0.1
+    atlaspipe flower --port="$(free_port)" --address=127.0.0.1
   args+=(--cgroup "broker=$LOCAL_CGROUP/broker" --cgroup "backend=$LOCAL_CGROUP/backend"
          --cgroup "flower=$LOCAL_CGROUP/flower")
 

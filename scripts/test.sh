@@ -24,5 +24,7 @@ echo "== ruff" >&2
 "$venv/bin/ruff" check .
 echo "== mypy" >&2
 "$venv/bin/mypy"
+echo "== import layers" >&2
+"$venv/bin/lint-imports" --no-cache
 echo "== pytest" >&2
 PATH="$PWD/$venv/bin:$PATH" "$venv/bin/python" -m pytest "$@"

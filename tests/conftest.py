@@ -36,9 +36,9 @@ TEST_VHOST = "" if "ATLASPIPE_TEST_BROKER_URL" in os.environ else _session_vhost
 BROKER_URL = os.environ.get("ATLASPIPE_TEST_BROKER_URL", f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}")
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:  # noqa: ARG001 - pytest's hook
     if TEST_VHOST:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", TEST_VHOST], capture_output=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", TEST_VHOST], capture_output=True, timeout=60, check=False)
 BACKEND_URL = os.environ.get("ATLASPIPE_TEST_RESULT_BACKEND", "redis://127.0.0.1:6379/7")
 
 
@@ -92,7 +92,7 @@ class WorkerPool:
     def start(self, name: str, queues: str, concurrency: int = 1, extra_env: dict[str, str] | None = None,
               wait: bool = True, extra_args: tuple[str, ...] = ()) -> str:
         node = f"{name}-{self.tag}@%h"
-        log = open(self.tmp / f"worker-{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
+        log = (self.tmp / f"worker-{name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "atlaspipe", "worker", "-Q", queues, "-n", node,
              "-c", str(concurrency), "--pool", "prefork", "--loglevel", "INFO", "--without-gossip",
@@ -107,7 +107,7 @@ class WorkerPool:
         return hostname
 
     def wait_ready(self, hostnames: list[str], timeout: float = 60.0) -> None:
-        from atlaspipe.taskapp import create_app
+        from atlaspipe.pipeline.celery.app import create_app
 
         app = create_app(self.env.get("ATLASPIPE_BROKER_URL", BROKER_URL), self.env["ATLASPIPE_RESULT_BACKEND"])
         deadline = time.monotonic() + timeout
@@ -127,7 +127,8 @@ class WorkerPool:
     def pids(self, name: str) -> list[int]:
         """The main process of a worker and its pool children."""
         main = self.processes[name].pid
-        children = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True).stdout.split()
+        found = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True, check=False)
+        children = found.stdout.split()
         return [main, *map(int, children)]
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
@@ -157,7 +158,7 @@ def worker_environment(tmp: Path) -> dict[str, str]:
 
 def purge_queues() -> None:
     """Drop messages left in the stage queues by an earlier, interrupted session."""
-    from atlaspipe.taskapp import create_app
+    from atlaspipe.pipeline.celery.app import create_app
 
     create_app(BROKER_URL, BACKEND_URL).control.purge()
 

@@ -9,7 +9,7 @@ import os
 import signal
 from typing import Any
 
-from atlaspipe import processing
+from atlaspipe.pipeline import processing
 
 KILL_MAIN_MARK = os.environ.get("ATLASPIPE_TEST_KILL_MAIN_ON", "")
 """A chunk whose file path contains this text kills its worker's main process on every delivery."""

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-import tests.conftest as conftest
 from atlaspipe.model import RunResults
-from tests import runs
+from tests import conftest, runs
 from tests.conftest import BACKEND_URL, IN_CI, WorkerPool, services_up, worker_environment
 from tests.runs import histograms  # noqa: F401 - re-exported for the fault tests
 
@@ -35,7 +34,7 @@ def rabbitmqctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
         if IN_CI:
             pytest.fail("rabbitmqctl is not installed")
         pytest.skip("rabbitmqctl is not installed")
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @functools.cache
@@ -48,7 +47,7 @@ def ensure_vhost() -> None:
 
 
 def purge(broker_url: str = FAULT_BROKER_URL) -> None:
-    from atlaspipe.taskapp import create_app
+    from atlaspipe.pipeline.celery.app import create_app
 
     app = create_app(broker_url, BACKEND_URL)
     with app.connection() as connection:
@@ -80,14 +79,15 @@ def start_stages(pool: WorkerPool, process_workers: int = 1, extra_env: dict[str
 
 
 def submit_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "atlaspipe.submit", *args]
+    return [sys.executable, "-m", "atlaspipe.cli.submit", *args]
 
 
 def run_submit(pool: WorkerPool, *args: str, timeout: float = 300,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(submit_args(*args, "--quiet") if args and args[0] not in ("status", "list", "cancel", "clean")
                           else submit_args(*args),
-                          env=env or pool.env, cwd=pool.tmp, capture_output=True, text=True, timeout=timeout)
+                          env=env or pool.env, cwd=pool.tmp, capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def start_submit(pool: WorkerPool, *args: str) -> subprocess.Popen[str]:
@@ -148,7 +148,7 @@ SAMPLE_FILES = {
 
 def generated_file(events: int) -> Path:
     """One generated ggH file of ``events`` events, made once and kept for later sessions."""
-    from atlaspipe.generate import generate_release
+    from atlaspipe.generate.events import generate_release
 
     folder = _GENERATED / f"ggH-{events}"
     path = folder / SAMPLE_FILES["ggH125_ZZ4lep"]

@@ -3,7 +3,7 @@ ranges and injectable faults (status codes, dropped connections, slow responses)
 
 No CERN server is reachable from the test machines, so every network test talks to this server
 on 127.0.0.1. The mirror folder is built in a temporary directory from the real files in
-``$ATLASPIPE_SHARED_DIR/atlas-opendata`` (symlinked) plus small MC files from ``atlaspipe.generate``.
+``$ATLASPIPE_SHARED_DIR/atlas-opendata`` (symlinked) plus small MC files from ``atlaspipe.generate.events``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from atlaspipe.catalog import load_release
-from atlaspipe.generate import generate_release
+from atlaspipe.generate.events import generate_release
+from atlaspipe.physics.catalog import load_release
 
 FaultKind = Literal["status", "drop", "slow", "ignore_range"]
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")

@@ -111,7 +111,7 @@ def sweep_dead_sessions() -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = int((folder / "server.pid").read_text())
             # The pid may have been reused since; our servers run in their folder.
-            if os.readlink(f"/proc/{pid}/cwd") == str(folder):
+            if Path(f"/proc/{pid}/cwd").readlink() == folder:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -180,11 +180,12 @@ class _Process:
         self.frozen = False
 
     def spawn(self, command: list[str], env: Mapping[str, str]) -> None:
-        with open(self.log, "ab") as log:
+        with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
                 command, cwd=self.folder, env=env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_starting_thread())
+                # Run before exec in the child, to set PR_SET_PDEATHSIG; nothing else happens there.
+                preexec_fn=_die_with_starting_thread())  # noqa: PLW1509
         (self.folder / "server.pid").write_text(str(self.popen.pid))
         self.frozen = False
 
@@ -469,7 +470,7 @@ class PrivateRabbitMQ:
         if self.node == SHARED_RABBITMQ_NODE:
             raise PrivateServiceError("refusing to run rabbitmqctl against the shared node")
         done = subprocess.run([str(self.scripts / "rabbitmqctl"), "-n", self.node, "-q", *args], env=self.env,
-                              cwd=self.folder, capture_output=True, text=True, timeout=timeout)
+                              cwd=self.folder, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise PrivateServiceError(f"rabbitmqctl {' '.join(args)} on {self.node} failed ({done.returncode}): "
                                       f"{done.stderr.strip() or done.stdout.strip()}")

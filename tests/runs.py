@@ -11,8 +11,9 @@ from typing import Any
 from atlaspipe.config import analysis_config
 from atlaspipe.model import RunResults
 from atlaspipe.pipeline.inprocess import execute_plan
-from atlaspipe.planning import new_run_id, plan_run, resolve_inputs
-from atlaspipe.processing import aggregate, build_results
+from atlaspipe.pipeline.planning import new_run_id, plan_run, resolve_inputs
+from atlaspipe.pipeline.processing import aggregate
+from atlaspipe.results.document import build_results
 
 _reference_cache: dict[tuple[tuple[str, ...], int, str | None], RunResults] = {}
 
@@ -40,8 +41,8 @@ def histograms(results: RunResults) -> dict[str, Any]:
 def submit(env: dict[str, str], cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``atlaspipe-submit ARGS --quiet`` (subcommands without ``--quiet``) as a subprocess."""
     quiet = [] if args and args[0] in ("status", "list", "cancel", "clean") else ["--quiet"]
-    return subprocess.run([sys.executable, "-m", "atlaspipe.submit", *args, *quiet], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "atlaspipe.cli.submit", *args, *quiet], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def run_dir_of(completed: subprocess.CompletedProcess[str]) -> Path:

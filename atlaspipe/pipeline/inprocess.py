@@ -17,8 +17,8 @@ ProgressCallback = Callable[[RunStatus], None]
 
 def execute_plan(plan: RunPlan, on_result: Callable[[ChunkResult], None] | None = None) -> dict[int, ChunkResult]:
     """Process every chunk of ``plan`` in this process, in chunk-id order."""
-    from atlaspipe.processing import process_chunk
-    from atlaspipe.reading import use_fast_zlib
+    from atlaspipe.io.reading import use_fast_zlib
+    from atlaspipe.pipeline.processing import process_chunk
 
     use_fast_zlib()
     worker = worker_name()
@@ -69,6 +69,7 @@ class InProcessExecutor:
 
     def _execute(self, lifecycle: Lifecycle, store: MemoryStore, plan: RunPlan) -> None:
         run_id = plan.run_id
+        log.info("run %s: %d chunk(s), one after another in this process", run_id, len(plan.chunks))
 
         def stored(result: ChunkResult) -> None:
             lifecycle.chunk_done(run_id, result)

@@ -23,8 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from atlaspipe import files
 from atlaspipe.errors import AtlaspipeError
+from atlaspipe.io import files
 from atlaspipe.model import (
     ACTIVE_STATES,
     TRANSITIONS,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from atlaspipe.config import AnalysisConfig
 from atlaspipe.model import Aggregate, ChunkResult, RunPlan, RunRequest, RunResults, RunStatus
 
 
@@ -14,24 +13,24 @@ class AnalysisStages:
         self.fence_inputs = fence_inputs
 
     def plan(self, request: RunRequest) -> RunPlan:
-        from atlaspipe.planning import plan_run, resolve_inputs
+        from atlaspipe.pipeline.planning import plan_run, resolve_inputs
 
         if self.fence_inputs:
-            from atlaspipe.inputs import check_submitted_inputs
+            from atlaspipe.io.input_roots import check_submitted_inputs
 
             check_submitted_inputs(request.inputs)
         release, files = resolve_inputs(request.release, request.inputs, request.samples, request.base_url,
                                         request.fetch)
-        config = AnalysisConfig(**{**request.config.model_dump(), "release": release})
+        config = request.config.resolve(release)
         return plan_run(request.run_id, config, files, allow_partial=request.allow_partial)
 
     def aggregate(self, plan: RunPlan, results: dict[int, ChunkResult]) -> Aggregate:
-        from atlaspipe.processing import aggregate
+        from atlaspipe.pipeline.processing import aggregate
 
         return aggregate(plan, results)
 
     def finalize(self, aggregate: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
                  workers: tuple[str, ...]) -> RunResults | None:
-        from atlaspipe.processing import finalize
+        from atlaspipe.results.outputs import write_outputs
 
-        return finalize(aggregate, plan, request, status, workers)
+        return write_outputs(aggregate, plan, request, status, workers)

@@ -96,22 +96,22 @@ def console_scripts() -> frozenset[str]:
 def help_options(*command: str) -> frozenset[str]:
     """The --options a command documents in its --help (its real parser)."""
     exe = shutil.which(command[0]) or str(Path(sys.executable).parent / command[0])
-    text = subprocess.run([exe, *command[1:], "--help"], capture_output=True, text=True, timeout=60).stdout
+    text = subprocess.run([exe, *command[1:], "--help"], capture_output=True, text=True, timeout=60, check=False).stdout
     return frozenset(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text))
 
 
 @functools.cache
 def atlaspipe_commands() -> frozenset[str]:
-    cli = importlib.import_module("atlaspipe.cli")
+    cli = importlib.import_module("atlaspipe.cli.main")
     return frozenset(cli.COMMANDS)
 
 
 @functools.cache
 def web_routes() -> frozenset[str]:
     """The canonical routes of the report's aiohttp application (the module behind `atlaspipe serve`)."""
-    cli = importlib.import_module("atlaspipe.cli")
-    module = importlib.import_module(cli.COMMANDS["serve"][0])
-    app = module.create_app(Path(tempfile.gettempdir()), None)
+    from atlaspipe.web.server import create_app
+
+    app = create_app(Path(tempfile.gettempdir()), None)
     return frozenset(resource.canonical for resource in app.router.resources())
 
 
@@ -165,10 +165,20 @@ def celery_problems(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     return [], params
 
 
+def as_flower(argv: list[str]) -> list[str]:
+    """``atlaspipe flower OPTIONS`` is ``celery -A atlaspipe flower OPTIONS`` behind a guard: checked as that."""
+    if len(argv) >= 2 and Path(argv[0]).name == "atlaspipe" and argv[1] == "flower":
+        return ["celery", "-A", "atlaspipe", "flower", *argv[2:]]
+    return argv
+
+
 def command_problems(argv: list[str], where: str) -> list[str]:
     """The program is in the image's venv and its subcommand and options exist."""
     if not argv:
         return [f"{where}: no command"]
+    if Path(argv[0]).name not in console_scripts():
+        return [f"{where}: {Path(argv[0]).name} is not a command of the image's venv"]
+    argv = as_flower(argv)
     program = Path(argv[0]).name
     if program not in console_scripts():
         return [f"{where}: {program} is not a command of the image's venv"]
@@ -180,11 +190,10 @@ def command_problems(argv: list[str], where: str) -> list[str]:
             return [f"{where}: 'atlaspipe {' '.join(argv[1:2])}' is not an atlaspipe command"]
         known = help_options("atlaspipe", argv[1])
         rest = argv[2:]
+    elif len(argv) > 1 and argv[1] in ("status", "list", "resume"):
+        known, rest = help_options(program, argv[1]), argv[2:]
     else:
-        if len(argv) > 1 and argv[1] in ("status", "list", "resume"):
-            known, rest = help_options(program, argv[1]), argv[2:]
-        else:
-            known, rest = help_options(program), argv[1:]
+        known, rest = help_options(program), argv[1:]
     return [f"{where}: {program} has no option {arg.split('=')[0]}"
             for arg in rest if arg.startswith("--") and arg.split("=")[0] not in known]
 
@@ -201,6 +210,7 @@ def option_value(argv: list[str], *names: str) -> str | None:
 
 def listen_port(argv: list[str], env: dict[str, str]) -> set[int]:
     """The ports an atlaspipe process listens on, from its command and environment."""
+    argv = as_flower(argv)
     program = Path(argv[0]).name if argv else ""
     if program == "celery":
         _, params = celery_problems(argv)
@@ -216,6 +226,7 @@ def listen_port(argv: list[str], env: dict[str, str]) -> set[int]:
 
 def http_route_problems(argv: list[str], path: str, where: str) -> list[str]:
     """An HTTP probe path must be a route of the program it probes."""
+    argv = as_flower(argv)
     program = Path(argv[0]).name if argv else ""
     if program == "atlaspipe" and argv[1:2] == ["serve"]:
         if path not in web_routes():
@@ -261,7 +272,7 @@ def worker_probe_problems(script: str, where: str, env: dict[str, str], ready: b
     return problems
 
 
-def parse_quantity(value: Any, cpu: bool) -> float:
+def parse_quantity(value: Any) -> float:
     """A Kubernetes quantity in cores or bytes."""
     text = str(value)
     units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
@@ -650,8 +661,8 @@ def resource_problems(r: Rendered) -> list[str]:
                     problems.append(f"{where}: {bound} needs cpu and memory")
             for kind in ("cpu", "memory"):
                 try:
-                    request = parse_quantity(res.get("requests", {}).get(kind, 0), kind == "cpu")
-                    limit = parse_quantity(res.get("limits", {}).get(kind, 0), kind == "cpu")
+                    request = parse_quantity(res.get("requests", {}).get(kind, 0))
+                    limit = parse_quantity(res.get("limits", {}).get(kind, 0))
                 except ValueError as exc:
                     problems.append(f"{where}: {exc}")
                     continue
@@ -976,7 +987,7 @@ def generate_compose_secrets(compose_dir: Path, scripts_dir: Path) -> SecretFile
         shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
         run = subprocess.run(["bash", str(root / "scripts" / "docker-run.sh"), "--init"], capture_output=True,
-                             text=True, timeout=60, env=env)
+                             text=True, timeout=60, env=env, check=False)
         if run.returncode != 0:
             return SecretFiles(error=f"docker-run.sh --init failed: {run.stderr.strip()[-300:]}")
         secrets = root / "compose" / "secrets"
@@ -1047,7 +1058,7 @@ def compose_problems(compose_dir: Path = COMPOSE_DIR, scripts_dir: Path = SCRIPT
         if re.search(r"--requirepass\s|--requirepass=|\$\{[A-Z_]*PASSWORD", " ".join(argv)):
             problems.append(f"{where}: a password in the command line (ps shows it)")
         user = str(svc.get("user", ""))
-        if not user or user.split(":")[0] in ("0", "root"):
+        if not user or user.split(":", maxsplit=1)[0] in ("0", "root"):
             problems.append(f"{where}: runs as root")
         for port in svc.get("ports", []):
             text = str(port)
@@ -1232,5 +1243,5 @@ def compose_v1_problems(compose_dir: Path) -> list[str]:
             files += ["-f", str(compose_dir / name)]
         run = subprocess.run([exe, "--env-file", str(env_file), *files, "--profile", "submit", "--profile", "bench",
                               "config", "-q"], capture_output=True, text=True, timeout=60,
-                             env={k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")})
+                             env={k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}, check=False)
         return [f"docker-compose 1.29 config: {run.stderr.strip()[-400:]}"] if run.returncode else []

@@ -47,7 +47,7 @@ def rendered() -> checks.Rendered:
 def pod_requests(doc: dict[str, Any]) -> tuple[float, float]:
     """What the scheduler reserves for one pod: the larger of its init containers and its containers' sum."""
     def of(container: dict[str, Any], kind: str) -> float:
-        return checks.parse_quantity(container["resources"]["requests"][kind], kind == "cpu")
+        return checks.parse_quantity(container["resources"]["requests"][kind])
 
     spec = doc["spec"]["template"]["spec"]
     running = [sum(of(c, kind) for c in spec["containers"]) for kind in ("cpu", "memory")]
@@ -91,7 +91,7 @@ def test_memory_requests_cover_the_measured_peaks(rendered: checks.Rendered) -> 
         if memory < need:
             short.append(f"{doc['metadata']['name']}: requests {memory / MIB:.0f} Mi, measured "
                          f"{need / HEADROOM / MIB:.0f} MiB (+{HEADROOM - 1:.0%} = {need / MIB:.0f} Mi)")
-        limit = checks.parse_quantity(checks.containers(doc, init=False)[0]["resources"]["limits"]["memory"], False)
+        limit = checks.parse_quantity(checks.containers(doc, init=False)[0]["resources"]["limits"]["memory"])
         assert limit >= 1.5 * need / HEADROOM, f"{doc['metadata']['name']}: the limit leaves no room above the peak"
     assert not short, "\n".join(short)
 

@@ -98,7 +98,7 @@ class Cluster:
             found.append((mount["mountPath"], str(local)))
         return sorted(found, key=lambda m: -len(m[0]))
 
-    def translate(self, text: str, pod: Pod, mounts: list[tuple[str, str]]) -> str:
+    def translate(self, text: str, mounts: list[tuple[str, str]]) -> str:
         if mounts:  # one pass: a local folder may itself start with a mount path (/tmp)
             where = dict(mounts)
             pattern = "|".join(re.escape(path) for path, _ in mounts)
@@ -120,7 +120,7 @@ class Cluster:
         env = checks.container_env(self.rendered, container, self.secrets)
         assert not [v for v in env.values() if v.startswith("<external")], env
         mounts = self.mounts(pod, container)
-        translated = {k: self.translate(v, pod, mounts) for k, v in env.items()}
+        translated = {k: self.translate(v, mounts) for k, v in env.items()}
         for key, value in translated.items():
             if value.isdigit() and int(value) in pod.ports:
                 translated[key] = str(pod.ports[int(value)])
@@ -133,10 +133,11 @@ class Cluster:
         mounts = self.mounts(pod, container)
         out = []
         for arg in argv:
-            arg = self.translate(arg, pod, mounts)
+            translated = self.translate(arg, mounts)
             for port, local in pod.ports.items():
-                arg = re.sub(rf"^(--port=)?{port}$", lambda m, local=local: f"{m.group(1) or ''}{local}", arg)
-            out.append(arg)
+                translated = re.sub(rf"^(--port=)?{port}$", lambda m, local=local: f"{m.group(1) or ''}{local}",
+                                    translated)
+            out.append(translated)
         program = out[0]
         if program == "python3":
             out[0] = sys.executable
@@ -148,7 +149,7 @@ class Cluster:
     def start(self, doc: dict[str, Any], container: dict[str, Any]) -> subprocess.Popen[bytes]:
         pod = self.pod(doc)
         argv = self.argv(pod, container, container.get("command", []) + container.get("args", []))
-        log = open(pod.tmp / f"{container['name']}.log", "wb")  # noqa: SIM115 - lives with the process
+        log = (pod.tmp / f"{container['name']}.log").open("wb")
         process = subprocess.Popen(argv, env=self.environment(pod, container), cwd=pod.tmp, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         pod.processes.append(process)
@@ -182,7 +183,7 @@ class Cluster:
                 return False, f"GET {url}: {exc}"
         command = self.argv(pod, container, probe["exec"]["command"])
         result = subprocess.run(command, env=self.environment(pod, container), capture_output=True, text=True,
-                                timeout=probe.get("timeoutSeconds", 1) + 5)
+                                timeout=probe.get("timeoutSeconds", 1) + 5, check=False)
         return result.returncode == 0, f"{command}: exit {result.returncode} {result.stderr[-300:]}"
 
     def stop(self) -> None:
@@ -210,7 +211,7 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 
 def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 @dataclass
@@ -262,7 +263,7 @@ def wired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wired]:
 
         def all_workers_answer() -> bool:
             answer = subprocess.run([str(VENV_BIN / "celery"), "-A", "atlaspipe", "inspect", "ping", "-t", "2"],
-                                    env=ping_env, capture_output=True, text=True, timeout=60).stdout
+                                    env=ping_env, capture_output=True, text=True, timeout=60, check=False).stdout
             return answer.count("pong") >= len(workers)
 
         wait_until(all_workers_answer, 90, "the rendered workers to answer a ping")
@@ -354,10 +355,12 @@ def test_worker_probes_fail_on_a_stale_heartbeat(wired: Wired) -> None:
     env = wired.cluster.environment(wired.cluster.pod(doc), container) | {"ATLASPIPE_PROBE_DIR": str(fake)}
     for kind in ("livenessProbe", "readinessProbe"):
         command = container[kind]["exec"]["command"]
-        assert subprocess.run(command, env=env, timeout=10).returncode != 0, kind
+        assert subprocess.run(command, env=env, timeout=10, check=False).returncode != 0, kind
     os.utime(fake / "heartbeat", None)
     for kind in ("livenessProbe", "readinessProbe"):
-        assert subprocess.run(container[kind]["exec"]["command"], env=env, timeout=10).returncode == 0, kind
+        probe = subprocess.run(container[kind]["exec"]["command"], env=env, timeout=10, check=False)
+        assert probe.returncode == 0, kind
     (fake / "ready").unlink()
-    assert subprocess.run(container["readinessProbe"]["exec"]["command"], env=env, timeout=10).returncode != 0
+    probe = subprocess.run(container["readinessProbe"]["exec"]["command"], env=env, timeout=10, check=False)
+    assert probe.returncode != 0
     shutil.rmtree(fake)

@@ -1,0 +1,26 @@
+"""``atlaspipe flower [FLOWER OPTIONS]``: Flower for atlaspipe's workers, refused where it would be open.
+
+The options are Flower's own (``--port``, ``--address``, ``--basic-auth``…), given as ``--name value``
+or ``--name=value``. ``FLOWER_BASIC_AUTH`` or ``FLOWER_BASIC_AUTH_FILE`` (a secret file) hold the
+credentials, so they never appear in the process's arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from atlaspipe.config import secret
+from atlaspipe.ops.flower import check_flower_auth, flower_argv
+
+
+def run(arguments: Sequence[str]) -> int:
+    """Check Flower's settings, then replace this process with ``celery -A atlaspipe flower``."""
+    credentials = secret("FLOWER_BASIC_AUTH")
+    if credentials:
+        os.environ["FLOWER_BASIC_AUTH"] = credentials
+    options = flower_argv(arguments)
+    check_flower_auth(options, os.environ)
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "atlaspipe", "flower", *options])
+    return 0  # not reached: exec replaced the process

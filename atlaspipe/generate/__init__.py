@@ -1,0 +1,1 @@
+"""MC and pseudo-data in the real ATLAS Open Data schemas, and the embedded demo sample."""

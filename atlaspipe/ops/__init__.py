@@ -1,0 +1,1 @@
+"""Running it in production: Prometheus metrics, CPU sampling and its reports, worker probe files."""

@@ -1,0 +1,385 @@
+"""The H→ZZ*→4ℓ event selection, four-lepton mass and event weights: pure functions on awkward arrays.
+
+Nothing here knows about files, Celery or histograms, so the same code serves the in-process run,
+the workers, the generator's cross-checks and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import awkward as ak
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+ELECTRON = 11
+MUON = 13
+CHANNELS: tuple[str, ...] = ("4e", "4mu", "2e2mu")
+"""Channel names, in the order of the histograms' channel axis."""
+_CHANNEL_OF_TYPE_SUM = {4 * ELECTRON: 0, 4 * MUON: 1, 2 * ELECTRON + 2 * MUON: 2}
+ALLOWED_TYPE_SUMS: tuple[int, ...] = tuple(sorted(_CHANNEL_OF_TYPE_SUM))
+
+LEPTON_BRANCHES_2020 = ("lep_pt", "lep_eta", "lep_phi", "lep_E", "lep_charge", "lep_type")
+WEIGHT_BRANCHES_2020 = (
+    "mcWeight", "scaleFactor_PILEUP", "scaleFactor_ELE", "scaleFactor_MUON", "scaleFactor_LepTRIGGER",
+)
+LEPTON_BRANCHES_2025E = (
+    "lep_pt", "lep_eta", "lep_phi", "lep_e", "lep_charge", "lep_type",
+    "lep_isTrigMatched", "lep_isMediumID", "lep_isLooseID", "lep_isLooseIso",
+)
+EVENT_BRANCHES_2025E = ("trigE", "trigM")
+WEIGHT_BRANCHES_2025E = (
+    "sum_of_weights", "filteff", "kfac", "xsec", "mcWeight", "ScaleFactor_PILEUP",
+    "ScaleFactor_ELE", "ScaleFactor_MUON", "ScaleFactor_LepTRIGGER",
+)
+JAGGED_BRANCHES = frozenset(LEPTON_BRANCHES_2020 + LEPTON_BRANCHES_2025E)
+
+
+LeptonOrder = Literal["stored", "pt"]
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """Optional cuts. ``lepton_pt_gev`` are the pT thresholds of the first three leptons, or None for none.
+
+    ``lepton_order`` says which leptons are "first": ``"stored"`` takes them as the file stores
+    them, as both HZZ notebooks do (2020 files are pT-ordered, 2025e files store electrons first
+    and are not); ``"pt"`` reorders every lepton branch by decreasing pT first, so the thresholds
+    apply to the leading, sub-leading and third-leading leptons whatever their flavour.
+    """
+
+    lepton_pt_gev: tuple[float, float, float] | None = None
+    sfos_pairing: bool = False
+    lepton_order: LeptonOrder = "stored"
+
+
+def notebook_options(release: str) -> SelectionOptions:
+    """The selection of a release's notebook, from its catalog (``analysis_defaults``)."""
+    from atlaspipe.physics.catalog import load_release
+
+    defaults = load_release(release).analysis
+    return SelectionOptions(lepton_pt_gev=defaults.lepton_pt_gev, lepton_order=defaults.lepton_order)
+
+
+OPTIONAL_2020_PT_GEV = (30.0, 20.0, 10.0)
+
+
+@dataclass(frozen=True)
+class SelectedEvents:
+    """What the histograms need from the events that pass: mass in GeV, weight and channel index."""
+
+    m4l_gev: FloatArray
+    weight: FloatArray
+    channel: IntArray
+
+    def __len__(self) -> int:
+        return len(self.m4l_gev)
+
+
+def required_branches(schema: str, is_mc: bool) -> list[str]:
+    """The branches the analysis reads for ``schema`` ("2020" or "2025e")."""
+    if schema == "2020":
+        return list(LEPTON_BRANCHES_2020) + (list(WEIGHT_BRANCHES_2020) if is_mc else [])
+    branches = list(LEPTON_BRANCHES_2025E) + list(EVENT_BRANCHES_2025E)
+    return branches + (list(WEIGHT_BRANCHES_2025E) if is_mc else [])
+
+
+def _list_parts(values: ak.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(starts, stops, flat content) of a one-level jagged numeric array; None for other layouts."""
+    layout = ak.to_layout(values)
+    if isinstance(layout, ak.contents.ListOffsetArray):
+        offsets = np.asarray(layout.offsets.data)
+        starts, stops = offsets[:-1], offsets[1:]
+    elif isinstance(layout, ak.contents.ListArray):
+        starts, stops = np.asarray(layout.starts.data), np.asarray(layout.stops.data)
+    else:
+        return None
+    content = layout.content
+    if not isinstance(content, ak.contents.NumpyArray) or content.data.ndim != 1:
+        return None
+    return starts, stops, np.asarray(content.data)
+
+
+def _leading(values: ak.Array, n: int, fill: float | int | bool) -> np.ndarray:
+    """The first ``n`` entries of each event as an (events, n) array, padded with ``fill``."""
+    parts = _list_parts(values)
+    if parts is None:
+        padded = ak.fill_none(ak.pad_none(values, n, axis=1, clip=True), fill)
+        return np.asarray(ak.to_numpy(padded))
+    # Gathering from the flat buffer skips awkward's pad/fill/to_numpy copies, the bulk of the
+    # selection's time on large chunks.
+    starts, stops, content = parts
+    counts = stops - starts
+    out = np.full((len(starts), n), fill, dtype=np.result_type(content.dtype, np.min_scalar_type(fill)))
+    for k in range(n):
+        rows = np.flatnonzero(counts > k)
+        out[rows, k] = content[starts[rows] + k]
+    return out
+
+
+def _first_four(values: ak.Array, rows: IntArray, index: IntArray | None = None) -> np.ndarray:
+    """The first four entries of the events ``rows``, which must all have at least four.
+
+    ``index`` is a flat-content index from :func:`_gather_index` for these rows, when known.
+    """
+    parts = _list_parts(values)
+    if parts is None:
+        return _leading(values, 4, 0)[rows]
+    starts, _, content = parts
+    return np.asarray(content[_gather_index(starts, rows) if index is None else index])
+
+
+def _gather_index(starts: np.ndarray, rows: IntArray) -> IntArray:
+    return np.asarray(starts[rows, np.newaxis] + np.arange(4), dtype=np.int64)
+
+
+class _LeptonColumns:
+    """Per-lepton branches read as flat buffers, sharing one gather index where their offsets agree.
+
+    Every jagged branch of a tree carries its own copy of the same offsets; comparing them once is
+    far cheaper than building an index per branch.
+    """
+
+    def __init__(self, events: ak.Array, fields: tuple[str, ...]) -> None:
+        self.events = events
+        self.parts = {name: _list_parts(events[name]) for name in fields}
+        first = self.parts[fields[0]]
+        self.starts = None if first is None else first[0]
+        self.shared = {
+            name for name, part in self.parts.items()
+            if part is not None and self.starts is not None
+            and (part[0] is self.starts or np.array_equal(part[0], self.starts))
+        }
+
+    def counts(self, field: str) -> IntArray:
+        part = self.parts[field]
+        if part is None:
+            return np.asarray(ak.num(self.events[field], axis=1), dtype=np.int64)
+        return np.asarray(part[1] - part[0], dtype=np.int64)
+
+    def index(self, rows: IntArray) -> IntArray | None:
+        return None if self.starts is None else _gather_index(self.starts, rows)
+
+    def first_four(self, field: str, rows: IntArray, index: IntArray | None) -> np.ndarray:
+        part = self.parts[field]
+        if part is not None and index is not None and field in self.shared:
+            return np.asarray(part[2][index])
+        return _first_four(self.events[field], rows)
+
+
+def _has_four(events: ak.Array, pt_field: str) -> BoolArray:
+    return np.asarray(ak.num(events[pt_field], axis=1) >= 4)
+
+
+def _pair_flavour_charge(charge: np.ndarray, ltype: np.ndarray) -> tuple[BoolArray, BoolArray]:
+    charge_sum_zero = charge.sum(axis=1) == 0
+    type_ok = np.isin(ltype.sum(axis=1), ALLOWED_TYPE_SUMS)
+    return charge_sum_zero, type_ok
+
+
+def has_sfos_pairs(charge: np.ndarray, ltype: np.ndarray) -> BoolArray:
+    """True where the four leptons split into two same-flavour opposite-sign pairs.
+
+    The notebook's charge and type sums alone accept e⁺e⁺μ⁻μ⁻; this closes that gap.
+    """
+    result = np.zeros(len(charge), dtype=bool)
+    for a, b, c, d in ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2)):
+        first = (ltype[:, a] == ltype[:, b]) & (charge[:, a] + charge[:, b] == 0)
+        second = (ltype[:, c] == ltype[:, d]) & (charge[:, c] + charge[:, d] == 0)
+        result |= first & second
+    return result
+
+
+def four_lepton_mass(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
+    """|p1+p2+p3+p4| for (events, 4) arrays, in the unit of the inputs, computed in float64.
+
+    The same numpy operations, in the same order, as ``vector``'s (pt, eta, phi, E) sum
+    ((p1+p2)+p3)+p4 and ``.mass``, so the result is bit-identical to
+    :func:`four_lepton_mass_vector` (tests/test_fast_path.py checks it) at a fraction of the cost:
+    vector spends most of its time dispatching and packing structured arrays.
+    """
+    rho, azim, rap, t = (np.ascontiguousarray(a[:, 0], dtype=np.float64) for a in (pt, phi, eta, energy))
+    with np.errstate(all="ignore"):
+        for i in range(1, 4):
+            rho2, azim2, rap2, t2 = (np.ascontiguousarray(a[:, i], dtype=np.float64)
+                                     for a in (pt, phi, eta, energy))
+            # vector._compute.planar.add.rhophi_rhophi
+            diff = azim2 - azim
+            u = rho2 * np.cos(diff)
+            v = rho2 * np.sin(diff)
+            new_rho = np.sqrt((rho + u) ** 2 + v**2)
+            new_azim = (azim + np.arctan2(v, rho + u) + np.pi) % (2 * np.pi) - np.pi
+            # vector._compute.spatial.add.rhophi_eta_rhophi_eta, then eta.rhophi_z
+            z = rho * np.sinh(rap) + rho2 * np.sinh(rap2)
+            rap = np.arcsinh(z / new_rho)
+            # vector's nan_to_num(..., nan=(z != 0) ? nan : 0, posinf=inf, neginf=-inf), applied only
+            # where needed: two full-array copies per sum otherwise.
+            undefined = np.flatnonzero(np.isnan(rap))
+            if len(undefined):
+                rap[undefined] = np.where(z[undefined] != 0, np.nan, 0.0)
+            rho, azim, t = new_rho, new_azim, t + t2
+        # vector._compute.lorentz.tau.rhophi_eta_t
+        expmeta = np.exp(-rap)
+        invsintheta = 0.5 * (1 + expmeta**2) / expmeta
+        squared = t**2 - rho**2 * invsintheta**2
+        return np.asarray(np.copysign(np.sqrt(np.absolute(squared)), squared), dtype=np.float64)
+
+
+def four_lepton_mass_vector(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
+    """The reference: :func:`four_lepton_mass` through ``vector`` objects, as the HZZ notebook does."""
+    import vector
+
+    leptons: list[Any] = [
+        vector.array({
+            "pt": pt[:, i].astype(np.float64), "eta": eta[:, i].astype(np.float64),
+            "phi": phi[:, i].astype(np.float64), "E": energy[:, i].astype(np.float64),
+        })
+        for i in range(4)
+    ]
+    total = leptons[0] + leptons[1] + leptons[2] + leptons[3]
+    return np.asarray(total.mass, dtype=np.float64)
+
+
+def channel_index(ltype: np.ndarray) -> IntArray:
+    """0 for 4e, 1 for 4μ, 2 for 2e2μ; -1 for any other flavour content."""
+    sums = ltype.sum(axis=1)
+    out = np.full(len(sums), -1, dtype=np.int64)
+    for type_sum, index in _CHANNEL_OF_TYPE_SUM.items():
+        out[sums == type_sum] = index
+    return out
+
+
+def select_2020(events: ak.Array, options: SelectionOptions = SelectionOptions(),
+                to_gev: float = 1e-3) -> BoolArray:
+    """The 2020 notebook selection on the first four leptons, plus the optional cuts."""
+    passed = np.zeros(len(events), dtype=bool)
+    passed[_passing_rows_2020(events, options, to_gev)[0]] = True
+    return passed
+
+
+def _passing_rows_2020(events: ak.Array, options: SelectionOptions, to_gev: float,
+                       columns: _LeptonColumns | None = None) -> tuple[IntArray, IntArray | None, IntArray]:
+    """Rows of the passing events, with their flat-content gather index and type sums."""
+    cols = columns or _LeptonColumns(events, LEPTON_BRANCHES_2020)
+    # Only events with four leptons can pass, so the leptons are gathered for those alone.
+    rows = np.flatnonzero(cols.counts("lep_pt") >= 4)
+    index = cols.index(rows)
+    charge = cols.first_four("lep_charge", rows, index)
+    ltype = cols.first_four("lep_type", rows, index).astype(np.int64)
+    # Column sums rather than .sum(axis=1): numpy reduces a 4-wide axis slowly.
+    type_sum = ltype[:, 0] + ltype[:, 1] + ltype[:, 2] + ltype[:, 3]
+    passed = (charge[:, 0] + charge[:, 1] + charge[:, 2] + charge[:, 3] == 0) & (_channel_of_sum(type_sum) >= 0)
+    if options.lepton_pt_gev is not None:
+        pt = cols.first_four("lep_pt", rows, index).astype(np.float64) * to_gev
+        passed &= _pt_thresholds(pt, options.lepton_pt_gev)
+    if options.sfos_pairing:
+        passed &= has_sfos_pairs(charge, ltype)
+    keep = np.flatnonzero(passed)
+    return (np.asarray(rows[keep], dtype=np.int64), None if index is None else np.asarray(index[keep]),
+            np.asarray(type_sum[keep], dtype=np.int64))
+
+
+_CHANNEL_LOOKUP = np.full(max(ALLOWED_TYPE_SUMS) + 2, -1, dtype=np.int64)
+for _sum, _index in _CHANNEL_OF_TYPE_SUM.items():
+    _CHANNEL_LOOKUP[_sum] = _index
+
+
+def _channel_of_sum(type_sum: IntArray) -> IntArray:
+    """:func:`channel_index` from precomputed type sums, by table lookup (sums out of range map to -1)."""
+    return np.asarray(_CHANNEL_LOOKUP[np.clip(type_sum, 0, len(_CHANNEL_LOOKUP) - 1)])
+
+
+def _pt_thresholds(pt_descending: np.ndarray, thresholds: tuple[float, float, float]) -> BoolArray:
+    first, second, third = thresholds
+    return (pt_descending[:, 0] > first) & (pt_descending[:, 1] > second) & (pt_descending[:, 2] > third)
+
+
+def pt_ordered(events: ak.Array) -> ak.Array:
+    """The events with their leptons sorted by decreasing pT (the ``lepton_order="pt"`` option).
+
+    Every lepton field is reordered by the same index, so a lepton keeps its flavour, charge and
+    flags. The 2025e files store electrons first and not by pT; reordering makes the pT thresholds
+    act on the hardest leptons, which is always looser than the notebook's stored order.
+    """
+    order = ak.argsort(events["lep_pt"], axis=1, ascending=False, stable=True)
+    fields = {name: events[name][order] if name.startswith("lep_") and events[name].ndim > 1 else events[name]
+              for name in events.fields}
+    return ak.zip(fields, depth_limit=1)
+
+
+def select_2025e(events: ak.Array, options: SelectionOptions, to_gev: float = 1.0) -> BoolArray:
+    """The 2025e selection: trigger and match, pT 20/15/10 GeV, ID and isolation, then the sums.
+
+    The pT thresholds and the sums apply to the leptons in the order ``events`` holds them;
+    :func:`analyse` reorders them first when ``options.lepton_order`` is ``"pt"``.
+    """
+    has_four = _has_four(events, "lep_pt")
+    trigger = np.asarray(events["trigE"] | events["trigM"], dtype=bool)
+    matched = np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool)
+    is_muon = events["lep_type"] == MUON
+    lepton_ok = ak.where(
+        is_muon,
+        events["lep_isMediumID"] & events["lep_isLooseIso"],
+        events["lep_isLooseID"] & events["lep_isLooseIso"],
+    )
+    all_ok = np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
+    charge = _leading(events["lep_charge"], 4, 0)
+    ltype = _leading(events["lep_type"], 4, 0).astype(np.int64)
+    charge_ok, type_ok = _pair_flavour_charge(charge, ltype)
+    passed = has_four & trigger & matched & all_ok & charge_ok & type_ok
+    if options.lepton_pt_gev is not None:
+        pt = _leading(events["lep_pt"], 4, 0.0).astype(np.float64) * to_gev
+        passed &= _pt_thresholds(pt, options.lepton_pt_gev)
+    if options.sfos_pairing:
+        passed &= has_sfos_pairs(charge, ltype)
+    return np.asarray(passed, dtype=bool)
+
+
+def event_weight_2020(events: ak.Array, rows: IntArray | None = None) -> FloatArray:
+    """mcWeight × the four scale factors, in float64; the per-sample normalisation comes later.
+
+    With ``rows``, only for those events (the same numbers as indexing the full result).
+    """
+    weight = np.ones(len(events) if rows is None else len(rows), dtype=np.float64)
+    for name in WEIGHT_BRANCHES_2020:
+        column = np.asarray(events[name])
+        weight *= np.asarray(column if rows is None else column[rows], dtype=np.float64)
+    return weight
+
+
+def event_weight_2025e(events: ak.Array) -> FloatArray:
+    """|filteff·kfac·xsec·mcWeight·SFs| / sum_of_weights per event, in float64; lumi·1000 comes later."""
+    weight = 1.0 / np.asarray(events["sum_of_weights"], dtype=np.float64)
+    for name in WEIGHT_BRANCHES_2025E[1:]:
+        weight = weight * np.abs(np.asarray(events[name], dtype=np.float64))
+    return weight
+
+
+def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
+            options: SelectionOptions | None = None) -> SelectedEvents:
+    """Select events and return their m4l [GeV], weight and channel; without ``options``, as the
+    release's notebook does."""
+    if options is not None and options.lepton_order == "pt":
+        events = pt_ordered(events)
+    if schema == "2020":
+        cols = _LeptonColumns(events, LEPTON_BRANCHES_2020)
+        rows, index, type_sum = _passing_rows_2020(events, options or SelectionOptions(), to_gev, cols)
+        pt, eta, phi, energy = (cols.first_four(name, rows, index)
+                                for name in ("lep_pt", "lep_eta", "lep_phi", "lep_E"))
+        channel = _channel_of_sum(type_sum)
+        weight = event_weight_2020(events, rows) if is_mc else np.ones(len(rows), dtype=np.float64)
+    elif schema == "2025e":
+        passed = select_2025e(events, options or notebook_options("2025e"), to_gev)
+        rows = np.flatnonzero(passed)
+        pt, eta, phi, energy = (_first_four(events[name], rows) for name in ("lep_pt", "lep_eta", "lep_phi", "lep_e"))
+        channel = channel_index(_first_four(events["lep_type"], rows).astype(np.int64))
+        weight = event_weight_2025e(events[rows]) if is_mc else np.ones(len(rows), dtype=np.float64)
+    else:
+        raise ValueError(f"unknown schema {schema!r}")
+    mass = four_lepton_mass(pt, eta, phi, energy) * to_gev
+    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel)

@@ -1,0 +1,211 @@
+"""The ``load`` stage: resolve a run's inputs to files and cut them into cluster-aligned chunks."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from atlaspipe.config import AnalysisConfig
+from atlaspipe.errors import CatalogError, ConfigError, InputError
+from atlaspipe.io.reading import open_tree
+from atlaspipe.io.sources import check_location
+from atlaspipe.model import Chunk, PlannedFile, RunPlan
+from atlaspipe.physics.catalog import Release, load_release, recognise_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file of a run, with the sample it belongs to."""
+
+    release: str
+    sample: str
+    source: str
+    tree: str
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """What planning learns of a file: its entry count, size and cluster boundaries."""
+
+    entries: int
+    size_bytes: int | None
+    cluster_starts: tuple[int, ...]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261126-093000-1a2b3c``."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _local_root_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*.root") if p.is_file())
+        if not found:
+            raise InputError(str(path), "folder holds no .root files")
+        return found
+    return [path]
+
+
+def resolve_inputs(release: str | None, inputs: Sequence[str] = (), samples: Sequence[str] = (),
+                   base_url: str | None = None, fetch_first: bool = False) -> tuple[str, list[InputFile]]:
+    """The release and files of a run: explicit paths or URLs, catalog samples, or the embedded sample."""
+    if inputs:
+        return _resolve_paths(release, inputs, samples)
+    if not samples and base_url is None and not fetch_first:
+        from atlaspipe.generate.embedded import embedded_sample_dir
+
+        if release not in (None, "2020"):
+            raise ConfigError(f"the embedded sample is of release 2020; give --input files for release {release}")
+        return _resolve_paths("2020", [str(embedded_sample_dir())], ())
+    from atlaspipe.io.sources import resolve
+
+    rel = load_release(release or "2020")
+    chosen = rel.select(list(samples))
+    if fetch_first:
+        from atlaspipe.io.fetch import fetch_samples
+
+        log.info("fetching %d sample(s) of release %s before planning", len(chosen), rel.name)
+        report = fetch_samples(rel, chosen, base_url=base_url, progress=False)
+        if report.failed:
+            failure = report.failed[0]
+            raise InputError(failure.url, f"fetch failed: {failure.reason}")
+    files = [InputFile(rel.name, s.name, resolve(rel, s, base_url=base_url), rel.tree) for s in chosen]
+    return rel.name, files
+
+
+def _resolve_paths(release: str | None, inputs: Sequence[str],
+                   samples: Sequence[str]) -> tuple[str, list[InputFile]]:
+    locations: list[str] = []
+    for item in inputs:
+        if "://" in item:
+            check_location(item, allow_file_url=False)
+            locations.append(item)
+        else:
+            path = Path(item)
+            if not path.exists():
+                raise InputError(item, "file not found")
+            locations.extend(str(p) for p in _local_root_files(path))
+    files: list[InputFile] = []
+    found_release: Release | None = None
+    for location in locations:
+        rel, sample = recognise_file(location, release)
+        if found_release is not None and rel.name != found_release.name:
+            raise CatalogError(
+                f"{location}: belongs to release {rel.name}, but other inputs are of release "
+                f"{found_release.name}; run one release at a time"
+            )
+        found_release = rel
+        files.append(InputFile(rel.name, sample.name, location, rel.tree))
+    if found_release is None:
+        raise ConfigError("no input files given")
+    if samples:
+        wanted = {s.name for s in found_release.select(list(samples))}
+        files = [f for f in files if f.sample in wanted]
+        if not files:
+            raise ConfigError(f"none of the input files belongs to the samples {', '.join(samples)}")
+    return found_release.name, files
+
+
+_layout_cache: dict[tuple[str, str, float, int], FileLayout] = {}
+_layout_lock = threading.Lock()
+
+
+def _file_identity(source: str, tree: str) -> tuple[str, str, float, int]:
+    if "://" in source:
+        return (source, tree, 0.0, 0)
+    try:
+        stat = Path(source).stat()
+    except OSError:
+        return (source, tree, -1.0, -1)
+    return (source, tree, stat.st_mtime, stat.st_size)
+
+
+def file_layout(source: str, tree: str) -> FileLayout:
+    """Entry count and cluster starts of ``tree`` in ``source``, cached by file identity."""
+    key = _file_identity(source, tree)
+    with _layout_lock:
+        if key in _layout_cache:
+            return _layout_cache[key]
+    ttree = open_tree(source, tree)
+    entries = int(ttree.num_entries)
+    starts = tuple(int(x) for x in ttree.common_entry_offsets()) if entries else (0,)
+    size = key[3] if key[3] >= 0 and "://" not in source else None
+    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts)
+    with _layout_lock:
+        _layout_cache[key] = layout
+    return layout
+
+
+def cut_entries(entries: int, cluster_starts: Sequence[int], chunk_size: int) -> list[tuple[int, int]]:
+    """Entry ranges covering ``[0, entries)`` exactly once, cut at the cluster boundary nearest each
+    multiple of ``chunk_size``; a cluster more than twice the chunk size is split inside."""
+    if chunk_size <= 0:
+        raise ConfigError(f"chunk size must be a positive number of entries, got {chunk_size}")
+    boundaries = sorted({b for b in cluster_starts if 0 < b < entries} | {entries})
+    ranges: list[tuple[int, int]] = []
+    start = 0
+    while start < entries:
+        target = start + chunk_size
+        if target >= entries:
+            stop = entries
+        else:
+            later = [b for b in boundaries if b > start]
+            stop = min(later, key=lambda b: (abs(b - target), b))
+            if stop - start > 2 * chunk_size:
+                stop = target
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
+             max_workers: int = 8, allow_partial: bool = False) -> RunPlan:
+    """Read every file's layout concurrently and cut the chunks, numbered in input order.
+
+    A file that cannot be opened stops the run, naming the file; with ``allow_partial`` it is
+    listed in the plan with its error instead, so the run goes on and reports it as lost.
+    """
+    if config.chunk_size <= 0:
+        raise ConfigError(f"chunk size must be positive, got {config.chunk_size}")
+
+    def layout_or_error(input_file: InputFile) -> FileLayout | InputError:
+        try:
+            return file_layout(input_file.source, input_file.tree)
+        except InputError as exc:
+            if not allow_partial:
+                raise
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(files)))) as pool:
+        layouts = list(pool.map(layout_or_error, files))
+    chunks: list[Chunk] = []
+    described: list[PlannedFile] = []
+    notes: list[str] = []
+    for input_file, layout in zip(files, layouts, strict=True):
+        if isinstance(layout, InputError):
+            log.warning("run %s: %s; the file is left out of this partial run", run_id, layout)
+            described.append(PlannedFile(**asdict(input_file), error=layout.reason))
+            notes.append(f"{layout}; the file is left out of this partial run")
+            continue
+        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
+        if layout.entries == 0:
+            notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
+            continue
+        for start, stop in cut_entries(layout.entries, layout.cluster_starts, config.chunk_size):
+            chunks.append(Chunk(
+                chunk_id=len(chunks), release=input_file.release, sample=input_file.sample,
+                source=input_file.source, tree=input_file.tree, entry_start=start, entry_stop=stop,
+                file_entries=layout.entries,
+            ))
+    log.info("run %s: %d chunk(s) of up to %d entries from %d file(s)", run_id, len(chunks), config.chunk_size,
+             len(files))
+    return RunPlan(run_id=run_id, config=config, files=tuple(described), chunks=tuple(chunks), notes=tuple(notes),
+                   created=datetime.now(UTC).isoformat(timespec="seconds"))

@@ -1,0 +1,155 @@
+"""The ``process`` and ``aggregate`` stages as plain functions over the run model.
+
+They know nothing of how they are run: ``atlaspipe run`` calls them in one process, the Celery
+tasks call the same functions on workers, both through ``atlaspipe.pipeline.lifecycle``. Results
+cross process boundaries as the typed documents of ``atlaspipe.model``, holding small histograms,
+never per-event arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from atlaspipe.config import AnalysisConfig
+from atlaspipe.errors import AtlaspipeError, InputError
+from atlaspipe.model import M4L, Aggregate, Chunk, ChunkResult, Counts, Failure, RunPlan, SampleAggregate
+from atlaspipe.physics.catalog import load_release
+from atlaspipe.physics.selection import (
+    CHANNELS,
+    SelectedEvents,
+    SelectionOptions,
+    analyse,
+    required_branches,
+)
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+
+
+def selection_options(config: AnalysisConfig) -> SelectionOptions:
+    """The cuts a run's configuration asks for."""
+    return SelectionOptions(lepton_pt_gev=config.lepton_pt_gev, sfos_pairing=config.sfos_pairing,
+                            lepton_order=config.lepton_order)
+
+
+def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[FloatArray, FloatArray]:
+    """Sum of weights and of squared weights per (channel, bin), flow bins included; one fill per chunk."""
+    import hist
+
+    histogram = hist.Hist(
+        hist.axis.Variable(edges, name="m4l"),
+        hist.axis.IntCategory(list(range(len(CHANNELS))), name="channel"),
+        storage=hist.storage.Weight(),
+    )
+    histogram.fill(m4l=selected.m4l_gev, channel=selected.channel, weight=selected.weight)
+    view = histogram.view(flow=True)
+    # The category axis has an overflow slot for unknown channels; selection never fills it.
+    sumw = np.ascontiguousarray(view.value[:, : len(CHANNELS)].T, dtype=np.float64)
+    sumw2 = np.ascontiguousarray(view.variance[:, : len(CHANNELS)].T, dtype=np.float64)
+    return sumw, sumw2
+
+
+def _counts(sumw: FloatArray, sumw2: FloatArray) -> Counts:
+    return Counts(sumw=tuple(tuple(row) for row in sumw.tolist()), sumw2=tuple(tuple(row) for row in sumw2.tolist()))
+
+
+def failure_reason(exc: AtlaspipeError, chunk: Chunk) -> str:
+    """What went wrong, without the file: the chunk's failure line names the file and range itself."""
+    if isinstance(exc, InputError) and exc.source == chunk.source:
+        return f"branch '{exc.field}': {exc.reason}" if exc.field else exc.reason
+    text = str(exc)
+    prefix = f"{chunk.source}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
+                  passthrough: tuple[type[BaseException], ...] = ()) -> ChunkResult:
+    """Read, select and histogram one chunk. Whatever a file makes the libraries raise becomes a
+    failed result naming the reason, never a lost chunk; ``passthrough`` exceptions (an executor's
+    own, such as a time limit) are raised as they are."""
+    started = time.perf_counter()
+    try:
+        from atlaspipe.io.reading import read_chunk
+
+        release = load_release(chunk.release)
+        sample = release.sample(chunk.sample)
+        branches = required_branches(release.schema, not sample.is_data)
+        events, bytes_read = read_chunk(chunk, branches)
+        selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
+        sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
+    except passthrough:
+        raise
+    except AtlaspipeError as exc:
+        return ChunkResult.failed(chunk, failure_reason(exc, chunk), worker, time.perf_counter() - started)
+    except Exception as exc:
+        log.exception("chunk %d %s: unexpected error", chunk.chunk_id, chunk.where)
+        reason = f"unexpected error {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return ChunkResult.failed(chunk, reason, worker, time.perf_counter() - started)
+    return ChunkResult(
+        chunk_id=chunk.chunk_id, sample=chunk.sample, worker=worker, seconds=time.perf_counter() - started,
+        events_read=len(events), events_selected=len(selected), bytes_read=bytes_read,
+        histograms={M4L: _counts(sumw, sumw2)},
+    )
+
+
+class _SampleSums:
+    """One sample's running sums while merging chunk results."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.sumw = np.zeros(shape)
+        self.sumw2 = np.zeros(shape)
+        self.events_read = self.events_selected = self.chunks = self.chunks_failed = 0
+        self.entries_planned = self.events_lost = self.files_failed = 0
+
+
+def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
+    """Merge chunk histograms per sample in chunk-id order and scale them.
+
+    The fixed merge order makes the sums bit-identical however many workers ran the chunks and
+    in whatever order they finished. A chunk without a result, or with an error, is listed as
+    failed, never silently dropped.
+    """
+    config = plan.config
+    release = load_release(config.release)
+    luminosity = config.luminosity_fb or release.luminosity_fb
+    shape = (len(CHANNELS), config.bins + 2)
+    sums: dict[str, _SampleSums] = {}
+    failures: list[Failure] = []
+    for planned in plan.files:
+        if planned.error:
+            sums.setdefault(planned.sample, _SampleSums(shape)).files_failed += 1
+            failures.append(Failure.of_file(planned))
+    for chunk in sorted(plan.chunks, key=lambda c: c.chunk_id):
+        entry = sums.setdefault(chunk.sample, _SampleSums(shape))
+        entry.entries_planned += chunk.num_entries
+        result = results.get(chunk.chunk_id)
+        if result is None or not result.ok:
+            entry.chunks_failed += 1
+            entry.events_lost += chunk.num_entries
+            reason = result.error if result is not None else "no result (chunk never finished)"
+            failures.append(Failure.of_chunk(chunk, reason or ""))
+            continue
+        counts = result.histograms[M4L]
+        entry.sumw += np.asarray(counts.sumw, dtype=np.float64)
+        entry.sumw2 += np.asarray(counts.sumw2, dtype=np.float64)
+        entry.events_read += result.events_read
+        entry.events_selected += result.events_selected
+        entry.chunks += 1
+    samples: dict[str, SampleAggregate] = {}
+    for name, entry in sums.items():
+        sample = release.sample(name)
+        norm = release.normalisation(sample, luminosity)
+        samples[name] = SampleAggregate(
+            kind=sample.kind, group=sample.group, normalisation=norm, events_read=entry.events_read,
+            events_selected=entry.events_selected, chunks=entry.chunks, chunks_failed=entry.chunks_failed,
+            entries_planned=entry.entries_planned, events_lost=entry.events_lost, files_failed=entry.files_failed,
+            histograms={M4L: _counts(entry.sumw * norm, entry.sumw2 * (norm * norm))},
+        )
+    return Aggregate(run_id=plan.run_id, release=release.name, luminosity_fb=luminosity,
+                     bin_edges=tuple(config.bin_edges()), samples=samples, chunks_total=len(plan.chunks),
+                     failures=tuple(failures))

@@ -1,0 +1,129 @@
+"""The documents of a finished run: ``results.json`` from the aggregate, and ``manifest.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from atlaspipe.model import (
+    M4L,
+    Aggregate,
+    ChunkSummary,
+    Counts,
+    DataCounts,
+    DataSummary,
+    Executor,
+    GroupInfo,
+    Histogram,
+    InputRecord,
+    Manifest,
+    RunPlan,
+    RunRequest,
+    RunResults,
+    RunStatus,
+    SampleYields,
+)
+from atlaspipe.physics.catalog import Group, load_release
+from atlaspipe.physics.selection import CHANNELS
+
+log = logging.getLogger(__name__)
+
+
+def _histogram(counts: Counts, channel: int | None = None) -> Histogram:
+    """The m4l histogram of one channel, or of all channels summed."""
+    sumw = np.asarray(counts.sumw, dtype=np.float64)
+    sumw2 = np.asarray(counts.sumw2, dtype=np.float64)
+    if channel is None:
+        return Histogram.from_flow(sumw.sum(axis=0).tolist(), sumw2.sum(axis=0).tolist())
+    return Histogram.from_flow(sumw[channel].tolist(), sumw2[channel].tolist())
+
+
+def _group_info(group: Group, samples: Mapping[str, SampleYields]) -> GroupInfo:
+    return GroupInfo(id=group.id, label=group.label, text=group.text, color=group.color, kind=group.kind,
+                     samples=tuple(n for n, s in samples.items() if s.group == group.id))
+
+
+def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
+    """The ``results.json`` document, without statistics and outputs."""
+    release = load_release(aggregated.release)
+    config = plan.config
+    samples: dict[str, SampleYields] = {}
+    data_sumw = np.zeros((len(CHANNELS), config.bins + 2))
+    data_samples: dict[str, DataCounts] = {}
+    for name, entry in aggregated.samples.items():
+        counts = entry.histograms[M4L]
+        if entry.kind == "data":
+            data_sumw += np.asarray(counts.sumw, dtype=np.float64)
+            data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected)
+            continue
+        total = _histogram(counts)
+        samples[name] = SampleYields(
+            group=entry.group, kind=release.group(entry.group or "").kind if entry.group else "background",
+            events_read=entry.events_read, events_selected=entry.events_selected,
+            normalisation=entry.normalisation, expected=total.total, expected_uncertainty=total.uncertainty,
+            m4l=total, channels={c: _histogram(counts, i) for i, c in enumerate(CHANNELS)},
+        )
+    data_counts = Counts(sumw=tuple(tuple(r) for r in data_sumw.tolist()),
+                         sumw2=tuple(tuple(r) for r in data_sumw.tolist()))
+    data_total = _histogram(data_counts)
+    groups = release.groups if config.stacked_groups is None else tuple(
+        release.group(g) for g in config.stacked_groups)
+    return RunResults(
+        run_id=plan.run_id, status="partial" if aggregated.failures else "complete", release=release.name,
+        luminosity_fb=aggregated.luminosity_fb, bin_edges=aggregated.bin_edges,
+        groups=tuple(_group_info(g, samples) for g in groups),
+        data=DataSummary(
+            events_read=sum(d.events_read for d in data_samples.values()),
+            events_selected=sum(d.events_selected for d in data_samples.values()),
+            events_in_range=round(data_total.total), m4l=data_total,
+            channels={c: _histogram(data_counts, i) for i, c in enumerate(CHANNELS)}, samples=data_samples,
+        ),
+        samples=samples, inputs=plan.files, notes=plan.notes,
+        chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),
+        missing=aggregated.missing(), config=config,
+    )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers, for the manifest."""
+    versions = {}
+    for name in ("atlaspipe", "uproot", "awkward", "numpy", "vector", "hist", "pyhf", "celery", "kombu"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def file_checksum(source: str) -> str | None:
+    """sha256 of a local file, None for a remote one (its server's checksum is not ours to trust)."""
+    if "://" in source:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with Path(source).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        log.warning("no checksum for %s in the manifest: %s", source, exc)
+        return None
+    return "sha256:" + digest.hexdigest()
+
+
+def build_manifest(plan: RunPlan, request: RunRequest, status: RunStatus, results: RunResults,
+                   workers: tuple[str, ...], timings: Mapping[str, float | str | None]) -> Manifest:
+    """The run's inputs with sizes and checksums, its config, versions, timings and workers."""
+    executor: Executor = status.executor
+    return Manifest(
+        run_id=plan.run_id, created=plan.created, release=plan.release, status=results.status,
+        executor=executor,
+        inputs=tuple(InputRecord(**f.model_dump(), checksum=file_checksum(f.source)) for f in plan.files),
+        config=plan.config, chunks_total=len(plan.chunks), chunks_failed=len(results.chunks.failed),
+        notes=plan.notes, versions=package_versions(), workers=workers,
+        submitted_by=request.submitted_by or None, generation=status.generation, timings=dict(timings),
+    )

@@ -1,0 +1,262 @@
+"""The m4l figures of a run in ATLAS style (mplhep): main plot, per channel, and data/MC ratio.
+
+Matplotlib and mplhep are imported inside the functions so that ``atlaspipe --help`` and the
+workers that never plot stay fast to start.  Figures are built as ``matplotlib.figure.Figure``
+objects on the Agg canvas (never pyplot), so nothing accumulates in a global figure manager.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from atlaspipe.io.files import replacing
+from atlaspipe.model import GroupInfo, Histogram, RunResults
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+CHANNEL_TITLES = {"4e": r"4e", "4mu": r"4\mu", "2e2mu": r"2e2\mu"}
+PARTIAL_STAMP = "PARTIAL"
+OTHER_GROUP = GroupInfo(id="other", label="Other", text="Other", color="#aaaaaa", kind="background", samples=())
+"""Where MC samples of a group the results do not list are drawn."""
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    """One drawn group: its summed histogram and √Σw² inputs."""
+
+    group: GroupInfo
+    values: FloatArray
+    sumw2: FloatArray
+    stacked: bool = True
+
+
+@dataclass(frozen=True)
+class PlotInputs:
+    """Everything one figure draws, for all channels or one of them."""
+
+    edges: FloatArray
+    data: FloatArray
+    entries: tuple[StackEntry, ...] = ()
+
+    @property
+    def stacked_total(self) -> FloatArray:
+        return sum((e.values for e in self.entries if e.stacked), np.zeros(self.edges.size - 1))
+
+    @property
+    def stacked_sumw2(self) -> FloatArray:
+        return sum((e.sumw2 for e in self.entries if e.stacked), np.zeros(self.edges.size - 1))
+
+
+def _groups(results: RunResults) -> list[GroupInfo]:
+    groups = list(results.groups)
+    known = {g.id for g in groups}
+    if any((s.group or "") not in known for s in results.samples.values()):
+        groups.append(OTHER_GROUP)
+    return groups
+
+
+def plot_inputs(
+    results: RunResults, channel: str | None = None, stacked_groups: Sequence[str] | None = None
+) -> PlotInputs:
+    """Per-group sums of the samples (backgrounds first, signal on top) and the data histogram."""
+    edges = np.asarray(results.bin_edges, dtype=np.float64)
+    nbins = edges.size - 1
+    groups = _groups(results)
+    known = {g.id for g in groups}
+    # Backgrounds at the bottom of the stack and signal on top, each in catalog order.
+    groups.sort(key=lambda g: g.kind == "signal")
+
+    def histogram(source: Histogram, channels: dict[str, Histogram]) -> Histogram:
+        return source if channel is None else channels[channel]
+
+    data = np.asarray(histogram(results.data.m4l, results.data.channels).values, dtype=np.float64)
+    entries = []
+    for group in groups:
+        values, sumw2 = np.zeros(nbins), np.zeros(nbins)
+        for sample in results.samples.values():
+            gid = sample.group if sample.group in known else "other"
+            if gid != group.id:
+                continue
+            src = histogram(sample.m4l, sample.channels)
+            values = values + np.asarray(src.values, dtype=np.float64)
+            sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
+        stacked = stacked_groups is None or group.id in stacked_groups
+        entries.append(StackEntry(group=group, values=values, sumw2=sumw2, stacked=stacked))
+    return PlotInputs(edges=edges, data=data, entries=tuple(entries))
+
+
+def _bin_width_label(edges: FloatArray) -> str:
+    widths = np.diff(edges)
+    if np.allclose(widths, widths[0]):
+        return f"Events / {widths[0]:g} GeV"
+    return "Events / bin"
+
+
+class _NoRadicalWarning(logging.Filter):
+    """Drops the PDF backend's harmless note about the √ glyph of mplhep's √s label."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "__radical" not in record.getMessage()
+
+
+logging.getLogger("matplotlib.mathtext").addFilter(_NoRadicalWarning())
+
+
+def _style() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.style
+    import mplhep
+
+    return matplotlib.style.context(mplhep.style.ATLAS)
+
+
+def _draw_main(ax: Axes, inputs: PlotInputs, show_xlabel: bool = True) -> None:
+    """Stack, MC stat band, unstacked overlays and data points on ``ax``."""
+    edges = inputs.edges
+    bottom = np.zeros(edges.size - 1)
+    for entry in inputs.entries:
+        if not entry.stacked:
+            continue
+        ax.stairs(bottom + entry.values, edges, baseline=bottom, fill=True,
+                  color=entry.group.color, label=entry.group.label, linewidth=0)
+        bottom = bottom + entry.values
+    total, err = inputs.stacked_total, np.sqrt(inputs.stacked_sumw2)
+    ax.stairs(total + err, edges, baseline=total - err, fill=True, facecolor="none",
+              edgecolor="0.35", hatch="////", linewidth=0, label="Stat. Unc.")
+    for entry in inputs.entries:
+        if not entry.stacked:
+            ax.stairs(entry.values, edges, color=entry.group.color, linewidth=2,
+                      label=entry.group.label)
+    _draw_data(ax, inputs)
+    top = max(float(np.max(total + err, initial=0.0)),
+              float(np.max(inputs.data + np.sqrt(inputs.data), initial=0.0)), 1.0)
+    # Room above the tallest bin for the labels (left) and the legend (right).
+    ax.set_ylim(0.0, top * 1.6)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylabel(_bin_width_label(edges))
+    if show_xlabel:
+        ax.set_xlabel(r"$m_{4\ell}$ [GeV]")
+    ax.legend(loc="upper right", frameon=False, fontsize="small")
+
+
+def _draw_data(ax: Axes, inputs: PlotInputs) -> None:
+    centres = 0.5 * (inputs.edges[:-1] + inputs.edges[1:])
+    # Empty bins get no marker: a point at zero with no error bar reads as a measurement.
+    filled = inputs.data > 0
+    ax.errorbar(centres[filled], inputs.data[filled], yerr=np.sqrt(inputs.data[filled]),
+                fmt="o", color="black", markersize=5, capsize=0, label="Data")
+
+
+def _labels(ax: Axes, results: RunResults, process: str) -> None:
+    import mplhep
+
+    mplhep.atlas.label(text="Open Data", ax=ax, data=True, lumi=f"{results.luminosity_fb:g}",
+                       com=13, loc=4, fontsize="medium")
+    ax.text(0.045, 0.83, "for education", transform=ax.transAxes, fontsize="small",
+            style="italic", va="top")
+    ax.text(0.045, 0.76, process, transform=ax.transAxes, fontsize="medium", va="top")
+
+
+def _stamp(fig: Figure, results: RunResults) -> None:
+    if not results.partial:
+        return
+    fig.text(0.5, 0.5, PARTIAL_STAMP, ha="center", va="center", rotation=25, fontsize=72,
+             color="red", alpha=0.3, weight="bold", gid="partial-stamp", zorder=100)
+    fig.text(0.99, 0.01, "PARTIAL: some chunks failed; yields are incomplete", ha="right",
+             va="bottom", color="red", fontsize="small", gid="partial-note")
+
+
+def _figure(results: RunResults, inputs: PlotInputs, process: str) -> Figure:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 6.5))
+    ax = fig.add_subplot()
+    _draw_main(ax, inputs)
+    _labels(ax, results, process)
+    _stamp(fig, results)
+    return fig
+
+
+def _ratio_figure(results: RunResults, inputs: PlotInputs) -> Figure:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 8.0))
+    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
+    ax = fig.add_subplot(grid[0])
+    rax = fig.add_subplot(grid[1], sharex=ax)
+    _draw_main(ax, inputs, show_xlabel=False)
+    ax.tick_params(labelbottom=False)
+    _labels(ax, results, r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")
+
+    edges, total = inputs.edges, inputs.stacked_total
+    err = np.sqrt(inputs.stacked_sumw2)
+    has_mc = total > 0
+    safe = np.where(has_mc, total, 1.0)
+    rel = np.where(has_mc, err / safe, 0.0)
+    rax.stairs(np.where(has_mc, 1 + rel, np.nan), edges, baseline=np.where(has_mc, 1 - rel, np.nan),
+               fill=True, facecolor="none", edgecolor="0.35", hatch="////", linewidth=0)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    show = has_mc & (inputs.data > 0)
+    rax.errorbar(centres[show], inputs.data[show] / safe[show],
+                 yerr=np.sqrt(inputs.data[show]) / safe[show], fmt="o", color="black",
+                 markersize=5, capsize=0)
+    rax.axhline(1.0, color="0.3", linestyle="--", linewidth=1)
+    rax.set_ylim(0.0, 2.5)
+    rax.set_ylabel("Data / MC")
+    rax.set_xlabel(r"$m_{4\ell}$ [GeV]")
+    _stamp(fig, results)
+    return fig
+
+
+def build_figures(results: RunResults, stacked_groups: Sequence[str] | None = None) -> dict[str, Figure]:
+    """The run's figures by file stem (``m4l``, ``m4l_4e``, …, ``m4l_ratio``), not yet saved."""
+    with _style():
+        figures = {"m4l": _figure(results, plot_inputs(results, None, stacked_groups),
+                                  r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")}
+        for channel in results.channels:
+            title = CHANNEL_TITLES.get(channel, channel)
+            figures[f"m4l_{channel}"] = _figure(
+                results, plot_inputs(results, channel, stacked_groups),
+                rf"$H \rightarrow ZZ^{{*}} \rightarrow {title}$",
+            )
+        figures["m4l_ratio"] = _ratio_figure(results, plot_inputs(results, None, stacked_groups))
+    return figures
+
+
+def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] | None = None) -> dict[str, str]:
+    """Write every figure as PNG and PDF into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``.
+
+    Each file is written under a temporary name and renamed when whole, so the web server never
+    serves half an image and a failure (a full disk) leaves no debris.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, str] = {}
+    with _style():
+        for stem, fig in build_figures(results, stacked_groups).items():
+            FigureCanvasAgg(fig)
+            # Fixed margins fit the ATLAS-style labels; bbox_inches="tight" would draw every figure twice.
+            fig.subplots_adjust(left=0.13, right=0.97, top=0.97, bottom=0.11)
+            for ext in ("png", "pdf"):
+                name = f"{stem}.{ext}"
+                with replacing(run_dir / name) as tmp:
+                    fig.savefig(tmp, format=ext, dpi=110)
+                outputs[f"{stem}_{ext}"] = name
+    log.debug("run %s: %d figure file(s) written into %s", results.run_id, len(outputs), run_dir)
+    return outputs

@@ -1,0 +1,376 @@
+"""Significance figures and the pyhf profile-likelihood fit on a run's m4l histograms.
+
+``summarise`` is called by the finalize stage with a run's ``RunResults`` and returns the
+``Significance`` and ``FitResult`` that complete it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from atlaspipe.errors import ConfigError
+from atlaspipe.model import FitResult, RunResults, Significance
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+DEFAULT_WINDOW_GEV: tuple[float, float] = (115.0, 130.0)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How the binned fit models the uncertainties.
+
+    ``background_norm_uncertainty`` is the relative normalisation uncertainty of each background
+    group (a separate normsys per group, 0 = none); ``staterror`` adds per-bin MC-statistics
+    modifiers from √Σw²; ``mu_upper`` bounds the signal strength from above.
+    """
+
+    background_norm_uncertainty: float = 0.10
+    staterror: bool = True
+    mu_upper: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.background_norm_uncertainty < 1.0:
+            raise ConfigError(
+                "background_norm_uncertainty must be in [0, 1), "
+                f"got {self.background_norm_uncertainty}"
+            )
+        if self.mu_upper <= 0.0:
+            raise ConfigError(f"mu_upper must be positive, got {self.mu_upper}")
+
+
+def notebook_significance(n_sig_plus_bg: float, n_bg: float) -> float:
+    """The HZZ notebook's figure Z = N/√(B + 0.3·B²) (N = stacked S+B in the window)."""
+    if n_bg <= 0.0:
+        raise ValueError(f"notebook significance needs a positive background, got {n_bg}")
+    return float(n_sig_plus_bg / math.sqrt(n_bg + 0.3 * n_bg * n_bg))
+
+
+def asimov_significance(s: float, b: float) -> float:
+    """Median discovery significance Z_A = √(2((s+b)·ln(1+s/b) − s)) for a counting experiment."""
+    if b <= 0.0:
+        raise ValueError(f"Asimov significance needs a positive background, got {b}")
+    if s <= 0.0:
+        return 0.0
+    # max() guards against a tiny negative argument from rounding when s << b.
+    return float(math.sqrt(max(0.0, 2.0 * ((s + b) * math.log1p(s / b) - s))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the results
+
+
+def sample_kind(results: RunResults, name: str) -> Literal["signal", "background"]:
+    """``signal`` or ``background`` for an MC sample: its group's kind, else the sample's own."""
+    sample = results.samples[name]
+    group = results.group(sample.group)
+    return group.kind if group is not None else sample.kind
+
+
+def _sum_histograms(results: RunResults, kind: str, variances: bool = False) -> FloatArray:
+    total = np.zeros(len(results.bin_edges) - 1, dtype=np.float64)
+    for name, sample in results.samples.items():
+        if sample_kind(results, name) == kind:
+            total += np.asarray(sample.m4l.variances if variances else sample.m4l.values, dtype=np.float64)
+    return total
+
+
+def window_bins(bin_edges: Sequence[float], window_gev: tuple[float, float]) -> slice:
+    """The bins covering [lo, hi); both edges must be bin edges, else a ConfigError."""
+    lo, hi = float(window_gev[0]), float(window_gev[1])
+    edges = np.asarray(bin_edges, dtype=np.float64)
+    where = f"mass window {lo:g}-{hi:g} GeV"
+    if not lo < hi:
+        raise ConfigError(f"{where}: the lower edge must be below the upper edge")
+    idx = []
+    for edge in (lo, hi):
+        hits = np.flatnonzero(np.isclose(edges, edge, rtol=0.0, atol=1e-6))
+        if hits.size == 0:
+            raise ConfigError(
+                f"{where}: {edge:g} GeV is not a bin edge of the m4l histogram "
+                f"({edges[0]:g}-{edges[-1]:g} GeV in {edges.size - 1} bins)"
+            )
+        idx.append(int(hits[0]))
+    return slice(idx[0], idx[1])
+
+
+def window_counts(results: RunResults, window_gev: tuple[float, float]) -> tuple[float, float, float]:
+    """(N stacked S+B, N background, N signal) summed over the window's bins."""
+    sl = window_bins(results.bin_edges, window_gev)
+    n_sig = float(_sum_histograms(results, "signal")[sl].sum())
+    n_bg = float(_sum_histograms(results, "background")[sl].sum())
+    return n_sig + n_bg, n_bg, n_sig
+
+
+# ---------------------------------------------------------------------------------------------
+# The pyhf model
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """Per-bin inputs of the fit, after dropping bins the model cannot describe."""
+
+    signal: FloatArray
+    signal_sumw2: FloatArray
+    backgrounds: dict[str, tuple[FloatArray, FloatArray]]
+    data: FloatArray
+    bins_used: list[int]
+
+
+def fit_input(results: RunResults) -> FitInput:
+    """The summed (all-channel) m4l histograms of signal, each background group and data."""
+    nbins = len(results.bin_edges) - 1
+    signal = _sum_histograms(results, "signal")
+    signal_w2 = _sum_histograms(results, "signal", variances=True)
+    backgrounds: dict[str, tuple[FloatArray, FloatArray]] = {}
+    for name, sample in sorted(results.samples.items()):
+        if sample_kind(results, name) != "background":
+            continue
+        group = sample.group or "other"
+        values, w2 = backgrounds.get(group, (np.zeros(nbins), np.zeros(nbins)))
+        backgrounds[group] = (values + np.asarray(sample.m4l.values, dtype=np.float64),
+                              w2 + np.asarray(sample.m4l.variances, dtype=np.float64))
+    data = np.asarray(results.data.m4l.values, dtype=np.float64)
+
+    # Negative-weight MC can leave a bin negative; a Poisson mean cannot be.
+    signal = np.clip(signal, 0.0, None)
+    backgrounds = {g: (np.clip(h, 0.0, None), w2) for g, (h, w2) in backgrounds.items()}
+    total_bkg = sum((h for h, _ in backgrounds.values()), np.zeros(nbins))
+    # A bin with no expectation has no Poisson term pyhf can evaluate; it carries no information
+    # on mu either, so it is left out (and counted in the report).
+    keep = (signal + total_bkg) > 0.0
+    used = [int(i) for i in np.flatnonzero(keep)]
+    return FitInput(
+        signal=signal[keep], signal_sumw2=signal_w2[keep],
+        backgrounds={g: (h[keep], w2[keep]) for g, (h, w2) in backgrounds.items()},
+        data=data[keep], bins_used=used,
+    )
+
+
+def build_spec(inputs: FitInput, options: FitOptions) -> dict[str, Any]:
+    """The HistFactory spec: one channel over the m4l bins, signal normfactor ``mu``."""
+
+    def stat_modifier(sumw2: FloatArray) -> list[dict[str, Any]]:
+        if not options.staterror:
+            return []
+        return [{"name": "mc_stat", "type": "staterror",
+                 "data": np.sqrt(np.clip(sumw2, 0.0, None)).tolist()}]
+
+    samples: list[dict[str, Any]] = [{
+        "name": "signal", "data": inputs.signal.tolist(),
+        "modifiers": [{"name": "mu", "type": "normfactor", "data": None},
+                      *stat_modifier(inputs.signal_sumw2)],
+    }]
+    unc = options.background_norm_uncertainty
+    for group, (hist, w2) in inputs.backgrounds.items():
+        if not np.any(hist > 0.0):
+            continue
+        modifiers = stat_modifier(w2)
+        if unc > 0.0:
+            modifiers.append({"name": f"norm_{group}", "type": "normsys",
+                              "data": {"hi": 1.0 + unc, "lo": 1.0 - unc}})
+        samples.append({"name": group, "data": hist.tolist(), "modifiers": modifiers})
+    return {"channels": [{"name": "m4l", "samples": samples}]}
+
+
+def _mu_lower(inputs: FitInput) -> float:
+    """A lower bound on mu keeping every bin's expectation positive, with margin for the pulls."""
+    bkg = sum((h for h, _ in inputs.backgrounds.values()), np.zeros_like(inputs.signal))
+    has_signal = inputs.signal > 0.0
+    ratio = float(np.min(bkg[has_signal] / inputs.signal[has_signal]))
+    return max(-10.0, -0.5 * ratio)
+
+
+def _z_from_p(p: float) -> float | None:
+    from scipy.stats import norm
+
+    if not math.isfinite(p):
+        return None
+    # Cap instead of inf: JSON has no infinity, and beyond ~38σ the p-value underflows anyway.
+    return float(min(norm.isf(p), 38.0)) if p > 0.0 else 38.0
+
+
+def _crossing(g: Callable[[float], float], start: float, step: float, bound: float) -> float | None:
+    """Where g (≈ linear, g(start) = -1) crosses zero going from ``start`` towards ``bound``."""
+    from scipy.optimize import brentq
+
+    direction = 1.0 if bound > start else -1.0
+    a, g_a = start, -1.0
+    for _ in range(30):
+        b = start + direction * step
+        if (b - bound) * direction >= 0.0:
+            b = bound
+        g_b = g(b)
+        if g_b > 0.0:
+            return float(brentq(g, a, b, xtol=1e-6))
+        if b == bound:
+            return None
+        # g is close to |mu - mu_hat|/sigma - 1: extrapolate linearly to just past the crossing.
+        slope = (g_b - g_a) / abs(b - a) if g_b > g_a else 0.0
+        a, g_a = b, g_b
+        reach = abs(a - start)
+        step = reach + (1.2 * (-g_b) / slope if slope > 0.0 else reach)
+    return None
+
+
+@dataclass(frozen=True)
+class _FitValues:
+    """What one pyhf fit found; None where a value is undefined or not finite."""
+
+    mu: float | None
+    mu_uncertainty: float | None
+    mu_uncertainty_up: float | None
+    mu_uncertainty_down: float | None
+    significance_observed: float | None
+    significance_expected: float | None
+    p_value_observed: float | None
+    p_value_expected: float | None
+    twice_nll: float | None
+    parameters: dict[str, tuple[float, ...]]
+
+
+def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float]) -> _FitValues:
+    import pyhf
+
+    pyhf.set_backend("numpy")
+    model = pyhf.Model(spec, poi_name="mu", validate=True)
+    observed = data.tolist() + list(model.config.auxdata)
+    bounds = list(model.config.suggested_bounds())
+    bounds[model.config.poi_index] = mu_bounds
+    fixed = model.config.suggested_fixed()
+    free_nuisances = sum(1 for i, f in enumerate(fixed) if not f and i != model.config.poi_index)
+    # MINUIT is about twenty times faster than SLSQP on the 40-parameter m4l model, but it
+    # cannot run a fit with nothing left free, which a fixed-mu fit of a nuisance-free model is.
+    optimizer = (pyhf.optimize.minuit_optimizer(tolerance=1e-3) if free_nuisances
+                 else pyhf.optimize.scipy_optimizer(tolerance=1e-10))
+    pyhf.set_backend("numpy", optimizer)
+
+    poi = model.config.poi_index
+    if free_nuisances:
+        best, twice_nll_min, result = pyhf.infer.mle.fit(
+            observed, model, par_bounds=bounds, fixed_params=fixed, return_result_obj=True,
+            return_fitted_val=True,
+        )
+        mu_hat = float(best[poi])
+        # MINOS: the -2ΔlnL = 1 crossings of the profile likelihood, asymmetric where it is.
+        result.minuit.minos(poi)
+        errors = result.minuit.merrors[poi]
+        up = mu_hat + errors.upper if errors.upper_valid else None
+        down = mu_hat + errors.lower if errors.lower_valid else None
+    else:
+        best, twice_nll_min = pyhf.infer.mle.fit(
+            observed, model, par_bounds=bounds, fixed_params=fixed, return_fitted_val=True
+        )
+        mu_hat = float(best[poi])
+
+        def excess(mu: float) -> float:
+            start = np.array(best, dtype=np.float64)
+            start[poi] = mu
+            _, twice_nll = pyhf.infer.mle.fixed_poi_fit(
+                mu, observed, model, init_pars=start.tolist(), par_bounds=bounds, fixed_params=fixed,
+                return_fitted_val=True,
+            )
+            # sqrt(-2ΔlnL) - 1 is nearly linear in mu, which keeps the root search short.
+            return math.sqrt(max(0.0, float(twice_nll - twice_nll_min))) - 1.0
+
+        # With nothing to profile, scan the likelihood for the same -2ΔlnL = 1 crossings.
+        step = max(0.05, 0.25 * abs(mu_hat))
+        up = _crossing(excess, mu_hat, step, mu_bounds[1])
+        down = _crossing(excess, mu_hat, step, mu_bounds[0])
+    err_up = None if up is None else up - mu_hat
+    err_down = None if down is None else mu_hat - down
+    defined = [e for e in (err_up, err_down) if e is not None]
+    mu_unc = float(np.mean(defined)) if defined else None
+
+    p_obs, p_exp = pyhf.infer.hypotest(
+        0.0, observed, model, test_stat="q0", return_expected=True,
+        par_bounds=bounds, fixed_params=fixed,
+    )
+    p_obs, p_exp = float(p_obs), float(p_exp)
+    parameters = {name: tuple(float(v) for v in np.atleast_1d(best[model.config.par_slice(name)]))
+                  for name in model.config.par_order}
+    return _FitValues(
+        mu=_finite(mu_hat),
+        mu_uncertainty=_finite(mu_unc),
+        mu_uncertainty_up=_finite(err_up),
+        mu_uncertainty_down=_finite(err_down),
+        significance_observed=_z_from_p(p_obs),
+        significance_expected=_z_from_p(p_exp),
+        p_value_observed=_finite(p_obs),
+        p_value_expected=_finite(p_exp),
+        twice_nll=_finite(float(twice_nll_min)),
+        # JSON has no NaN: a parameter the fit left undefined is not reported.
+        parameters={name: values for name, values in parameters.items() if all(map(math.isfinite, values))},
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for NaN and the infinities (JSON has neither)."""
+    return value if value is None or math.isfinite(value) else None
+
+
+METHOD = ("pyhf binned profile likelihood, MINUIT (SLSQP if no nuisance parameter); "
+          "mu interval from -2ΔlnL = 1; significances from q0 (asymptotic)")
+
+
+def fit_results(results: RunResults, options: FitOptions | None = None) -> FitResult:
+    """The pyhf fit of mu to the data histogram; on failure the values are None with ``error``."""
+    options = options or FitOptions()
+    inputs = fit_input(results)
+    n_data = float(inputs.data.sum())
+    base = FitResult(
+        background_norm_uncertainty=options.background_norm_uncertainty, staterror=options.staterror,
+        mu_upper=options.mu_upper, method=METHOD,
+        bins_used=len(inputs.bins_used), bins_total=len(results.bin_edges) - 1,
+        n_data=n_data, n_signal=float(inputs.signal.sum()),
+        n_background=float(sum(h.sum() for h, _ in inputs.backgrounds.values())),
+        data_outside_model=float(np.sum(np.asarray(results.data.m4l.values, dtype=np.float64))) - n_data,
+    )
+    if not np.any(inputs.signal > 0.0):
+        return base.model_copy(update={"error": "no signal expectation in the m4l range; mu cannot be fitted"})
+    spec = build_spec(inputs, options)
+    mu_bounds = (_mu_lower(inputs), options.mu_upper)
+    base = base.model_copy(update={"mu_bounds": mu_bounds})
+    try:
+        with warnings.catch_warnings():
+            # pyhf warns about values at the bounds, which a zero-data run legitimately reaches.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # pyhf 0.7's schema validation uses a jsonschema API that now warns on every model.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            fitted = _fit(spec, inputs.data, mu_bounds)
+    except Exception as exc:  # the fit must not sink a finished run: report why instead
+        log.warning("run %s: the fit failed", results.run_id, exc_info=True)
+        return base.model_copy(update={"error": f"{type(exc).__name__}: {exc}"})
+    return base.model_copy(update={**asdict(fitted), "converged": fitted.mu is not None})
+
+
+def significance_results(
+    results: RunResults, window_gev: tuple[float, float] = DEFAULT_WINDOW_GEV
+) -> Significance:
+    """The window counts with the notebook's figure and the Asimov median significance."""
+    n_sb, n_bg, n_sig = window_counts(results, window_gev)
+    sl = window_bins(results.bin_edges, window_gev)
+    n_data = float(np.sum(np.asarray(results.data.m4l.values, dtype=np.float64)[sl]))
+    return Significance(
+        window_gev=(float(window_gev[0]), float(window_gev[1])),
+        n_sig_plus_bg=n_sb, n_bg=n_bg, n_sig=n_sig, n_data=n_data,
+        notebook=notebook_significance(n_sb, n_bg) if n_bg > 0.0 else None,
+        asimov=asimov_significance(n_sig, n_bg) if n_bg > 0.0 else None,
+    )
+
+
+def summarise(
+    results: RunResults, window_gev: tuple[float, float], fit_options: FitOptions
+) -> tuple[Significance, FitResult]:
+    """The ``significance`` and ``fit`` of a run's results (the statistics are not in it yet)."""
+    return significance_results(results, window_gev), fit_results(results, fit_options)

@@ -1,0 +1,190 @@
+"""Headless Chromium against a real ``atlaspipe serve`` subprocess.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without them
+the test skips outside CI and fails in CI (CI=true).  Screenshots and the measured page load
+time go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_web import DISK_FULL, make_run, write_status
+
+from atlaspipe.model import RunResults
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1300,2600")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed (pip install selenium)")
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not Path(binary).exists():
+            _unavailable(f"{binary} missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    browser.set_page_load_timeout(30)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    output = tmp_path_factory.mktemp("browser") / "output"
+    make_run(output, "run-2020")
+    # Runs followed by nobody but the workers: only their status.json exists.
+    write_status(output / "run-live", "running", 2, 10, "processing chunks")
+    write_status(output / "run-doomed", "finalizing", 10, 10, "writing plots")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atlaspipe", "serve", "--output", str(output), "--port", "0"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert " at http://127.0.0.1:" in line, line
+        yield line.split(" at ")[1].strip(), output
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _wait(condition: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_report_page_shows_plots_and_yields(driver: Any, server: tuple[str, Path]) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, output = server
+    driver.get(url + "runs/run-2020/")
+    timing = driver.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0];"
+        "return {dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, bytes: n.transferSize};")
+    images = driver.find_elements(By.CSS_SELECTOR, "figure img")
+    assert len(images) == 5
+    for img in images:
+        width = driver.execute_script("return arguments[0].naturalWidth", img)
+        height = driver.execute_script("return arguments[0].naturalHeight", img)
+        assert width > 0 and height > 0, img.get_attribute("src")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#yields tbody tr")
+    names = [r.find_element(By.CSS_SELECTOR, "td").text for r in rows]
+    assert names == [
+        "Zee", "Zmumu", "ttbar_lep", "Background Z, tt̄", "llll", "Background ZZ*",
+        "ggH125_ZZ4lep", "VBFH125_ZZ4lep", "WH125_ZZ4lep", "ZH125_ZZ4lep",
+        "Signal (m_H = 125 GeV)", "Total MC", "Data",
+    ]
+    results = RunResults.read(output / "run-2020" / "results.json")
+    assert results.fit is not None and results.fit.mu is not None and results.fit.mu_uncertainty is not None
+    data_cells = rows[-1].find_elements(By.CSS_SELECTOR, "td")
+    assert data_cells[-1].text == f"{results.data.m4l.total:.0f}"
+    fit_text = driver.find_element(By.ID, "fit").text
+    assert f"{results.fit.mu:.3f} ± {results.fit.mu_uncertainty:.3f}" in fit_text
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "report-run-page.png"))
+    (ARTIFACTS / "page-load.json").write_text(json.dumps(
+        {"page": "/runs/<id>/", "dom_content_loaded_ms": timing["dom"],
+         "load_event_end_ms": timing["load"], "html_bytes": timing["bytes"]}, indent=2))
+    assert timing["load"] < 5000
+
+    driver.get(url)
+    listed = driver.find_elements(By.CSS_SELECTOR, "#runs tr[data-run]")
+    assert {r.get_attribute("data-run") for r in listed} == {"run-2020", "run-live", "run-doomed"}
+    driver.save_screenshot(str(ARTIFACTS / "report-run-list.png"))
+    # The list follows running runs too.
+    row = driver.find_element(By.CSS_SELECTOR, 'tr[data-run="run-live"]')
+    assert row.find_element(By.CSS_SELECTOR, ".chunks-done").text == "2"
+    write_status(output / "run-live", "running", 4, 10, "processing chunks")
+    _wait(lambda: row.find_element(By.CSS_SELECTOR, ".chunks-done").text == "4")
+    write_status(output / "run-live", "running", 2, 10, "processing chunks")
+
+
+def test_progress_view_updates_while_the_run_goes_on(driver: Any, server: tuple[str, Path]) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, output = server
+    live = output / "run-live"
+    driver.get(url + "runs/run-live/")
+
+    def shown() -> tuple[str, str, str, str]:
+        box = driver.find_element(By.ID, "progress")
+        return (box.find_element(By.CSS_SELECTOR, ".chunks-done").text,
+                box.find_element(By.CSS_SELECTOR, "progress").get_attribute("value"),
+                box.find_element(By.CSS_SELECTOR, ".events-read").text,
+                box.find_element(By.CSS_SELECTOR, ".eta").text)
+
+    assert shown()[0] == "2" and shown()[3] == "about 80 s left"
+    for done in (5, 8):
+        write_status(live, "running", done, 10, f"chunk {done} done")
+        _wait(lambda d=done: shown()[:2] == (str(d), str(d)))
+    # 8 chunks in 80 s: 2 more take 20 s.
+    assert shown()[2:] == ("8,000", "about 20 s left")
+    assert "chunk 8 done" in driver.find_element(By.ID, "progress").text
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "report-progress.png"))
+
+    write_status(live, "aggregating", 10, 10, "merging histograms")
+    _wait(lambda: driver.find_element(By.CSS_SELECTOR, "#run-facts .badge").text == "aggregating")
+
+    # When the run finishes the page reloads itself and shows the results.
+    for name in ("results.json", "m4l.png", "yields.json"):
+        shutil.copy(output / "run-2020" / name, live / name)
+    write_status(live, "succeeded", 10, 10, "done")
+    img = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "figure.main img"))[0]
+    _wait(lambda: driver.execute_script("return arguments[0].naturalWidth", img) > 0)
+    assert driver.find_element(By.CSS_SELECTOR, ".badge").text == "succeeded"
+
+
+def test_a_run_that_fails_shows_why(driver: Any, server: tuple[str, Path]) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, output = server
+    driver.get(url + "runs/run-doomed/")
+    assert driver.find_element(By.CSS_SELECTOR, "#progress .badge").text == "finalizing"
+    write_status(output / "run-doomed", "failed", 10, 10, DISK_FULL)
+    # The page reloads itself when the run ends and shows the reason in one line.
+    message = _wait(lambda: driver.find_elements(By.ID, "run-message"))[0]
+    assert message.text == f"failed: {DISK_FULL}"
+    assert driver.find_element(By.CSS_SELECTOR, "#run-facts .badge").text == "failed"
+    assert not driver.find_elements(By.ID, "progress")
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "report-failed.png"))
