@@ -19,7 +19,7 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
     A run with failed chunks writes its outputs only with ``allow_partial``, and then every one of
     them says PARTIAL; otherwise only the manifest is written and None returned.
     """
-    from atlaspipe.results import plotting, report, statistics, tables
+    from atlaspipe.results import exports, plotting, report, statistics, tables
 
     started = time.perf_counter()
     run_dir = request.run_dir
@@ -41,6 +41,7 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
     results = results.model_copy(update={"significance": significance, "fit": fit})
     outputs = plotting.draw_all(results, run_dir, list(config.stacked_groups or []) or None)
     outputs.update(tables.write_yield_tables(results, run_dir))
+    outputs.update(exports.write_exports(results, run_dir))
     outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
     results = results.model_copy(update={"outputs": outputs})
     timings["finalize_seconds"] = time.perf_counter() - started

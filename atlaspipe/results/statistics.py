@@ -183,6 +183,22 @@ def build_spec(inputs: FitInput, options: FitOptions) -> dict[str, Any]:
     return {"channels": [{"name": "m4l", "samples": samples}]}
 
 
+def fit_workspace(results: RunResults, options: FitOptions) -> dict[str, Any] | None:
+    """The fit's model, observations and μ bounds as a pyhf workspace; None when μ cannot be fitted."""
+    inputs = fit_input(results)
+    if not np.any(inputs.signal > 0.0):
+        return None
+    spec = build_spec(inputs, options)
+    bounds = [_mu_lower(inputs), options.mu_upper]
+    return {
+        **spec,
+        "observations": [{"name": channel["name"], "data": inputs.data.tolist()} for channel in spec["channels"]],
+        "measurements": [{"name": "atlaspipe_fit", "config": {
+            "poi": "mu", "parameters": [{"name": "mu", "bounds": [bounds]}]}}],
+        "version": "1.0.0",
+    }
+
+
 def _mu_lower(inputs: FitInput) -> float:
     """A lower bound on mu keeping every bin's expectation positive, with margin for the pulls."""
     bkg = sum((h for h, _ in inputs.backgrounds.values()), np.zeros_like(inputs.signal))

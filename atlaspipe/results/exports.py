@@ -1,0 +1,119 @@
+"""A run's numbers in the formats of the HEP toolchain: a pyhf workspace and histogram files.
+
+- ``workspace.json``: the exact HistFactory model the fit used, with the observed counts and the
+  μ bounds, so ``pyhf fit workspace.json`` or cabinetry refit it without atlaspipe.
+- ``histograms.root``: one TH1D (with Σw² and the flow bins) per sample, group and data, for each
+  channel and all channels summed, written with uproot.
+- ``histograms.json``: the same histograms in the UHI serialisation (``uhi.io.json``), which
+  ``hist.Hist(...)`` reads back.
+
+The histograms share one naming, ``<channel>/data``, ``<channel>/samples/<sample>`` and
+``<channel>/groups/<group>``, with ``<channel>`` one of ``all``, ``4e``, ``4mu`` and ``2e2mu``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atlaspipe.io import files
+from atlaspipe.model import DataSummary, FitResult, Histogram, RunResults, SampleYields
+from atlaspipe.results.statistics import FitOptions, fit_workspace
+
+if TYPE_CHECKING:
+    import hist
+
+    WeightedHist = hist.Hist[hist.storage.Weight]
+
+ALL_CHANNELS = "all"
+"""The channel name of the histograms summed over the three channels."""
+OTHER_GROUP = "other"
+"""The group of an MC sample that belongs to none."""
+
+WORKSPACE = "workspace.json"
+HISTOGRAMS_ROOT = "histograms.root"
+HISTOGRAMS_JSON = "histograms.json"
+
+
+def fit_options(fit: FitResult) -> FitOptions:
+    """The options a finished fit ran with, as results.json records them."""
+    return FitOptions(background_norm_uncertainty=fit.background_norm_uncertainty, staterror=fit.staterror,
+                      mu_upper=fit.mu_upper)
+
+
+def workspace(results: RunResults) -> dict[str, Any] | None:
+    """The pyhf workspace of the run's fit; None when the run has no fit or no signal to fit."""
+    if results.fit is None:
+        return None
+    return fit_workspace(results, fit_options(results.fit))
+
+
+def _weighted(histograms: list[Histogram], bin_edges: tuple[float, ...], name: str) -> WeightedHist:
+    """The bin-by-bin sum of ``histograms`` (in the order given) as one hist.Hist with Weight storage."""
+    first, *rest = histograms
+    total = first.to_hist(bin_edges)
+    for other in rest:
+        total = total + other.to_hist(bin_edges)
+    total.name = name
+    return total
+
+
+def run_histograms(results: RunResults) -> dict[str, WeightedHist]:
+    """Every m4l histogram of the run by path: data, each MC sample and each group, per channel."""
+    edges = results.bin_edges
+    groups: dict[str, list[str]] = {}
+    for name, sample in results.samples.items():
+        groups.setdefault(sample.group or OTHER_GROUP, []).append(name)
+    out: dict[str, WeightedHist] = {}
+    for channel in (ALL_CHANNELS, *results.channels):
+        def of(summary: DataSummary | SampleYields, channel: str = channel) -> Histogram:
+            return summary.m4l if channel == ALL_CHANNELS else summary.channels[channel]
+
+        out[f"{channel}/data"] = _weighted([of(results.data)], edges, "data")
+        for name, sample in results.samples.items():
+            out[f"{channel}/samples/{name}"] = _weighted([of(sample)], edges, name)
+        for group, members in groups.items():
+            out[f"{channel}/groups/{group}"] = _weighted([of(results.samples[m]) for m in members], edges, group)
+    return out
+
+
+def write_root(histograms: dict[str, WeightedHist], path: Path) -> None:
+    """Each histogram as a TH1D under its path (directories by channel), atomically."""
+    import uproot
+
+    with files.replacing(path) as tmp, uproot.recreate(tmp) as out:
+        for key, histogram in histograms.items():
+            out[key] = histogram
+
+
+def uhi_json(histograms: dict[str, WeightedHist]) -> str:
+    """The histograms in the UHI JSON serialisation, keyed by path."""
+    import uhi.io.json
+
+    return json.dumps(histograms, default=uhi.io.json.default, indent=1) + "\n"
+
+
+def read_uhi_json(path: Path) -> dict[str, WeightedHist]:
+    """``histograms.json`` read back into hist.Hist objects."""
+    import hist as hist_module
+    import uhi.io.json
+
+    raw = json.loads(path.read_text("utf-8"), object_hook=uhi.io.json.object_hook)
+    return {key: hist_module.Hist(value) for key, value in raw.items()}
+
+
+def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
+    """Write ``workspace.json`` (when the run has a fit), ``histograms.root`` and ``histograms.json``
+    into ``run_dir``; the written files by output kind, for results.json's ``outputs``."""
+    written: dict[str, str] = {}
+    spec = workspace(results)
+    if spec is not None:
+        files.write_text(run_dir / WORKSPACE, json.dumps(spec, indent=1) + "\n")
+        written["workspace_json"] = WORKSPACE
+    histograms = run_histograms(results)
+    write_root(histograms, run_dir / HISTOGRAMS_ROOT)
+    files.write_text(run_dir / HISTOGRAMS_JSON, uhi_json(histograms))
+    written.update(histograms_root=HISTOGRAMS_ROOT, histograms_json=HISTOGRAMS_JSON)
+    return written
+

@@ -1,0 +1,146 @@
+"""The run folder's exports, each loaded with its own library: pyhf and cabinetry read ``workspace.json``,
+uproot reads ``histograms.root`` and uhi/hist read ``histograms.json``; all compared with results.json."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import atlaspipe
+from atlaspipe.api import RunOutcome
+from atlaspipe.model import Histogram, RunResults
+from atlaspipe.results.exports import read_uhi_json
+from atlaspipe.results.statistics import build_spec, fit_input
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
+    """One in-process run of the embedded sample, through the public API."""
+    outcome = atlaspipe.run(output=tmp_path_factory.mktemp("runs"))
+    assert outcome.ok, outcome.status.message
+    return outcome
+
+
+def _results(outcome: RunOutcome) -> RunResults:
+    assert outcome.results is not None
+    return outcome.results
+
+
+def _workspace(outcome: RunOutcome) -> dict[str, object]:
+    loaded: dict[str, object] = json.loads((outcome.run_dir / "workspace.json").read_text("utf-8"))
+    return loaded
+
+
+def test_workspace_is_a_valid_pyhf_workspace_of_the_fit_model(embedded_run: RunOutcome) -> None:
+    import pyhf
+
+    results = _results(embedded_run)
+    assert results.outputs["workspace_json"] == "workspace.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        workspace = pyhf.Workspace(_workspace(embedded_run))  # validates against pyhf's schema
+        model = workspace.model()
+    assert results.fit is not None
+    assert model.config.poi_name == "mu"
+    assert model.config.suggested_bounds()[model.config.poi_index] == pytest.approx(results.fit.mu_bounds)
+    # The observations are the data histogram's bins that the fit kept, counted in results.json.
+    data = workspace.data(model, include_auxdata=False)
+    assert len(data) == results.fit.bins_used
+    assert sum(data) == results.fit.n_data
+    assert sum(results.data.m4l.values) - sum(data) == results.fit.data_outside_model
+    # Its nuisance parameters are the ones the fit reported.
+    assert set(model.config.par_order) == set(results.fit.parameters)
+    signal = next(s for s in workspace["channels"][0]["samples"] if s["name"] == "signal")
+    assert sum(signal["data"]) == pytest.approx(results.fit.n_signal, rel=1e-12)
+
+
+def test_pyhf_fit_of_the_workspace_gives_the_run_mu(embedded_run: RunOutcome) -> None:
+    import pyhf
+
+    results = _results(embedded_run)
+    assert results.fit is not None and results.fit.mu is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workspace = pyhf.Workspace(_workspace(embedded_run))
+        model = workspace.model()
+        # A tight tolerance: pyhf's defaults stop ~3e-4 short of the minimum on this flat likelihood.
+        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-7))
+        try:
+            best = pyhf.infer.mle.fit(workspace.data(model), model)
+        finally:
+            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    assert float(best[model.config.poi_index]) == pytest.approx(results.fit.mu, abs=1e-4)
+
+
+def test_cabinetry_loads_and_fits_the_workspace(embedded_run: RunOutcome) -> None:
+    cabinetry = pytest.importorskip("cabinetry", reason="cabinetry is not installed (pip install cabinetry)")
+    results = _results(embedded_run)
+    assert results.fit is not None and results.fit.mu is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = cabinetry.workspace.load(embedded_run.run_dir / "workspace.json")
+        model, data = cabinetry.model_utils.model_and_data(spec)
+        fitted = cabinetry.fit.fit(model, data, tolerance=1e-7)
+    assert fitted.bestfit[fitted.labels.index("mu")] == pytest.approx(results.fit.mu, abs=1e-4)
+    assert model.config.channels == ["m4l"]
+
+
+def test_workspace_channel_is_the_model_the_fit_builds(embedded_run: RunOutcome) -> None:
+    from atlaspipe.results.exports import fit_options
+
+    results = _results(embedded_run)
+    assert results.fit is not None
+    expected = build_spec(fit_input(results), fit_options(results.fit))
+    assert _workspace(embedded_run)["channels"] == json.loads(json.dumps(expected["channels"]))
+
+
+def _flow(histogram: Histogram) -> np.ndarray:
+    return np.array([[histogram.underflow, *histogram.values, histogram.overflow],
+                     [histogram.underflow_variance, *histogram.variances, histogram.overflow_variance]])
+
+
+def test_histogram_files_hold_every_histogram_with_flow_and_sumw2(embedded_run: RunOutcome) -> None:
+    import uproot
+
+    results = _results(embedded_run)
+    assert results.outputs["histograms_root"] == "histograms.root"
+    assert results.outputs["histograms_json"] == "histograms.json"
+    expected: dict[str, np.ndarray] = {}
+    for channel in ("all", *results.channels):
+        def pick(summary: object, channel: str = channel) -> Histogram:
+            return summary.m4l if channel == "all" else summary.channels[channel]  # type: ignore[attr-defined]
+
+        expected[f"{channel}/data"] = _flow(pick(results.data))
+        for name, sample in results.samples.items():
+            expected[f"{channel}/samples/{name}"] = _flow(pick(sample))
+        for group in results.groups:
+            expected[f"{channel}/groups/{group.id}"] = sum(
+                (_flow(pick(results.samples[m])) for m in group.samples), np.zeros((2, len(results.bin_edges) + 1)))
+
+    from_json = read_uhi_json(embedded_run.run_dir / "histograms.json")
+    with uproot.open(embedded_run.run_dir / "histograms.root") as root_file:
+        classes = root_file.classnames()
+        for key, want in expected.items():
+            assert classes[f"{key};1"] == "TH1D", key
+            th1 = root_file[key]
+            assert np.array_equal(th1.axis().edges(), results.bin_edges), key
+            from_root = th1.to_hist()
+            for got in (from_root, from_json[key]):
+                view = got.view(flow=True)
+                np.testing.assert_allclose(np.array([view.value, view.variance]), want, rtol=1e-12, atol=0,
+                                           err_msg=key)
+            # The ROOT file and the UHI JSON hold the same numbers, bit for bit.
+            assert np.array_equal(from_root.view(flow=True).value, from_json[key].view(flow=True).value), key
+            assert np.array_equal(from_root.view(flow=True).variance, from_json[key].view(flow=True).variance), key
+    # The MC overflow is not empty on the embedded sample: the flow bins are really carried.
+    assert expected["all/samples/llll"][0, -1] > 0.0
+
+
+def test_exports_are_listed_and_left_whole(embedded_run: RunOutcome) -> None:
+    names = sorted(p.name for p in Path(embedded_run.run_dir).iterdir())
+    assert {"workspace.json", "histograms.root", "histograms.json"} <= set(names)
+    assert not [n for n in names if n.endswith(".tmp")]
