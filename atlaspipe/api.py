@@ -7,6 +7,7 @@ coffea ``Runner(executor=…)`` does::
     outcome = atlaspipe.run()                       # the embedded sample, in this process
     handle = atlaspipe.submit(inputs=["/data/4lep"])  # on the workers
     outcome = handle.wait()
+    outcome.fit.mu, outcome.histograms["ggH125_ZZ4lep"]["4mu"], outcome.outputs["workspace_json"]
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from atlaspipe.config import AnalysisSettings, RuntimeSettings
 from atlaspipe.errors import AtlaspipeError
-from atlaspipe.model import RunRequest, RunResults, RunState, RunStatus
+from atlaspipe.model import FitResult, RunRequest, RunResults, RunState, RunStatus
+
+if TYPE_CHECKING:
+    import hist
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,26 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return self.status.state in (RunState.SUCCEEDED, RunState.PARTIAL)
+
+    @property
+    def fit(self) -> FitResult | None:
+        """The pyhf fit of μ (None when the run has no results)."""
+        return self.results.fit if self.results is not None else None
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        """Every file the run wrote, by kind (``m4l_png``, ``workspace_json``, ``histograms_root``, …)."""
+        if self.results is None:
+            return {}
+        return {kind: self.run_dir / name for kind, name in self.results.outputs.items()}
+
+    @cached_property
+    def histograms(self) -> dict[str, dict[str, hist.Hist[hist.storage.Weight]]]:
+        """The m4l ``hist.Hist`` of ``"data"`` and of each MC sample, by channel (``"all"``, ``"4e"``,
+        ``"4mu"``, ``"2e2mu"``), with Σw² and the flow bins; empty when the run has no results."""
+        from atlaspipe.results.exports import sample_histograms
+
+        return sample_histograms(self.results) if self.results is not None else {}
 
     @classmethod
     def of(cls, status: RunStatus) -> RunOutcome:

@@ -59,20 +59,32 @@ def _weighted(histograms: list[Histogram], bin_edges: tuple[float, ...], name: s
     return total
 
 
+def sample_histograms(results: RunResults) -> dict[str, dict[str, WeightedHist]]:
+    """The m4l histogram of the data (``"data"``) and of each MC sample, by channel (and ``"all"``)."""
+    edges = results.bin_edges
+    summaries: dict[str, DataSummary | SampleYields] = {"data": results.data, **results.samples}
+    return {
+        name: {ALL_CHANNELS: _weighted([summary.m4l], edges, name),
+               **{c: _weighted([summary.channels[c]], edges, name) for c in results.channels}}
+        for name, summary in summaries.items()
+    }
+
+
 def run_histograms(results: RunResults) -> dict[str, WeightedHist]:
     """Every m4l histogram of the run by path: data, each MC sample and each group, per channel."""
     edges = results.bin_edges
     groups: dict[str, list[str]] = {}
     for name, sample in results.samples.items():
         groups.setdefault(sample.group or OTHER_GROUP, []).append(name)
+    by_sample = sample_histograms(results)
     out: dict[str, WeightedHist] = {}
     for channel in (ALL_CHANNELS, *results.channels):
         def of(summary: DataSummary | SampleYields, channel: str = channel) -> Histogram:
             return summary.m4l if channel == ALL_CHANNELS else summary.channels[channel]
 
-        out[f"{channel}/data"] = _weighted([of(results.data)], edges, "data")
-        for name, sample in results.samples.items():
-            out[f"{channel}/samples/{name}"] = _weighted([of(sample)], edges, name)
+        out[f"{channel}/data"] = by_sample["data"][channel]
+        for name in results.samples:
+            out[f"{channel}/samples/{name}"] = by_sample[name][channel]
         for group, members in groups.items():
             out[f"{channel}/groups/{group}"] = _weighted([of(results.samples[m]) for m in members], edges, group)
     return out

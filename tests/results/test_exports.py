@@ -10,19 +10,53 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import atlaspipe
 from atlaspipe.api import RunOutcome
 from atlaspipe.model import Histogram, RunResults
 from atlaspipe.results.exports import read_uhi_json
 from atlaspipe.results.statistics import build_spec, fit_input
 
+DOCS_API = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+
+def docs_example() -> str:
+    """The first ``python`` block of docs/api.md, the notebook example."""
+    text = DOCS_API.read_text("utf-8")
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
 
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
-    """One in-process run of the embedded sample, through the public API."""
-    outcome = atlaspipe.run(output=tmp_path_factory.mktemp("runs"))
+    """The docs' notebook example, executed as written: one in-process run of the embedded sample."""
+    namespace: dict[str, object] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATLASPIPE_OUTPUT_DIR", str(tmp_path_factory.mktemp("runs")))
+        exec(compile(docs_example(), str(DOCS_API), "exec"), namespace)
+    outcome = namespace["outcome"]
+    assert isinstance(outcome, RunOutcome)
     assert outcome.ok, outcome.status.message
     return outcome
+
+
+def test_api_outcome_holds_a_hist_per_sample_and_channel_the_fit_and_the_paths(embedded_run: RunOutcome) -> None:
+    import hist
+
+    results = _results(embedded_run)
+    assert embedded_run.fit == results.fit
+    assert set(embedded_run.histograms) == {"data", *results.samples}
+    for name, by_channel in embedded_run.histograms.items():
+        summary = results.data if name == "data" else results.samples[name]
+        assert set(by_channel) == {"all", "4e", "4mu", "2e2mu"}
+        for channel, histogram in by_channel.items():
+            assert isinstance(histogram, hist.Hist)
+            want = summary.m4l if channel == "all" else summary.channels[channel]
+            assert np.array_equal(np.array([histogram.view(flow=True).value, histogram.view(flow=True).variance]),
+                                  _flow(want)), (name, channel)
+            assert list(histogram.axes[0].edges) == list(results.bin_edges)
+    assert embedded_run.histograms is embedded_run.histograms  # built once
+    assert embedded_run.outputs["workspace_json"] == embedded_run.run_dir / "workspace.json"
+    assert all(path.is_file() for path in embedded_run.outputs.values())
+    assert {"results_json", "m4l_png", "histograms_root", "histograms_json", "workspace_json"} <= set(
+        embedded_run.outputs)
 
 
 def _results(outcome: RunOutcome) -> RunResults:
