@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from atlaspipe.config import AnalysisSettings, RuntimeSettings
 from atlaspipe.errors import AtlaspipeError
+from atlaspipe.fileset import Fileset, FilesetEntry
 from atlaspipe.model import FitResult, RunRequest, RunResults, RunState, RunStatus
 
 if TYPE_CHECKING:
@@ -78,8 +79,10 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     fetch: bool = False, allow_partial: bool = False, keep_records: bool = False,
+    fileset: Fileset | str | Path | None = None,
 ) -> RunRequest:
-    """A new run of ``inputs`` (files, folders or URLs; none: the embedded sample) with a fresh id."""
+    """A new run of ``inputs`` (files, folders or URLs; none: the embedded sample) or of a ``fileset``
+    (a mapping or a JSON/TOML file, see ``atlaspipe.fileset``) with a fresh id."""
     from atlaspipe.pipeline.lifecycle import now_text
     from atlaspipe.pipeline.planning import new_run_id
 
@@ -89,22 +92,36 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
     return RunRequest(
         run_id=new_run_id(), release=cast(Literal["2020", "2025e"] | None, release),
         inputs=tuple(str(i) if "://" in str(i) else str(Path(i).absolute()) for i in inputs),
-        samples=tuple(samples), base_url=base_url, fetch=fetch, config=settings or AnalysisSettings(),
+        samples=tuple(samples), fileset=_fileset(fileset), base_url=base_url, fetch=fetch,
+        config=settings or AnalysisSettings(),
         output_dir=str(folder.absolute()), allow_partial=allow_partial, keep_records=keep_records,
         submitted_by=f"{getpass.getuser()}@{socket.gethostname()}", created=now_text(),
     )
+
+
+def _fileset(fileset: Fileset | str | Path | None) -> Fileset | None:
+    """A fileset with absolute local paths: read from its file, or relative to the working folder."""
+    from atlaspipe.fileset import load_fileset, parse_fileset
+
+    if fileset is None:
+        return None
+    if isinstance(fileset, str | Path):
+        return load_fileset(Path(fileset))
+    return parse_fileset({name: entry.model_dump() if isinstance(entry, FilesetEntry) else entry
+                          for name, entry in fileset.items()}, base=Path.cwd())
 
 
 def run(  # noqa: PLR0913 - the public API: keyword-only, one per option of `atlaspipe run`
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     fetch: bool = False, allow_partial: bool = False, on_progress: ProgressCallback | None = None,
+    fileset: Fileset | str | Path | None = None,
 ) -> RunOutcome:
     """Analyse ``inputs`` in this process, no broker; the outcome once every output is written."""
     from atlaspipe.pipeline.inprocess import InProcessExecutor
 
     request = make_request(inputs, release=release, samples=samples, settings=settings, output=output,
-                           base_url=base_url, fetch=fetch, allow_partial=allow_partial)
+                           base_url=base_url, fetch=fetch, allow_partial=allow_partial, fileset=fileset)
     return RunOutcome.of(InProcessExecutor(on_progress=on_progress).run(request))
 
 
@@ -140,7 +157,7 @@ def submit(  # noqa: PLR0913 - the public API: keyword-only, one per option of `
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     allow_partial: bool = False, keep_records: bool = False, broker_url: str | None = None,
-    backend_url: str | None = None,
+    backend_url: str | None = None, fileset: Fileset | str | Path | None = None,
 ) -> RunHandle:
     """Send a run to the Celery workers (``output`` as the workers see it); a handle to follow it."""
     from atlaspipe.pipeline.celery.client import CeleryClient
@@ -148,6 +165,7 @@ def submit(  # noqa: PLR0913 - the public API: keyword-only, one per option of `
     runtime = RuntimeSettings.from_env()
     broker, backend = broker_url or runtime.broker_url, backend_url or runtime.result_backend
     request = make_request(inputs, release=release, samples=samples, settings=settings, output=output,
-                           base_url=base_url, allow_partial=allow_partial, keep_records=keep_records)
+                           base_url=base_url, allow_partial=allow_partial, keep_records=keep_records,
+                           fileset=fileset)
     CeleryClient(broker, backend).submit(request)
     return RunHandle(run_id=request.run_id, run_dir=request.run_dir, broker_url=broker, backend_url=backend)

@@ -9,11 +9,15 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atlaspipe.errors import ConfigError
+from atlaspipe.fileset import SampleDefinition
+
+if TYPE_CHECKING:
+    from atlaspipe.physics.catalog import Sample
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,19 @@ class AnalysisConfig(BaseModel):
     stacked_groups: tuple[str, ...] | None = None
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0, le=100_000_000)
     fit: FitConfig = Field(default_factory=FitConfig)
+    samples: tuple[SampleDefinition, ...] = ()
+    """Samples the run's fileset defines beyond the release's catalog."""
+
+    def sample(self, name: str) -> Sample:
+        """The sample ``name``: as the run's fileset defines it, else from the release's catalog."""
+        from atlaspipe.physics.catalog import Sample, load_release
+
+        for defined in self.samples:
+            if defined.name == name:
+                return Sample(name=name, release=self.release, kind=defined.kind, file_name="", path="",
+                              group=defined.group, xsec_pb=defined.xsec_pb, sumw=defined.sumw,
+                              red_eff=defined.red_eff)
+        return load_release(self.release).sample(name)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> AnalysisConfig:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atlaspipe.config import AnalysisConfig, AnalysisSettings
 from atlaspipe.errors import ConfigError, SchemaError
+from atlaspipe.fileset import FilesetEntry, fileset_locations
 from atlaspipe.physics.selection import CHANNELS
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ class RunRequest(Document):
     release: Literal["2020", "2025e"] | None = None
     inputs: tuple[str, ...] = ()
     samples: tuple[str, ...] = ()
+    fileset: dict[str, FilesetEntry] | None = None
+    """Sample name → files and description (``--fileset``), instead of ``inputs`` recognised by name."""
     base_url: str | None = None
     fetch: bool = False
     config: AnalysisSettings = Field(default_factory=AnalysisSettings)
@@ -140,6 +143,11 @@ class RunRequest(Document):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.run_id
+
+    @property
+    def input_locations(self) -> tuple[str, ...]:
+        """Every file or folder the run names, in ``inputs`` and in its fileset."""
+        return self.inputs + fileset_locations(self.fileset)
 
 
 class Chunk(Document):

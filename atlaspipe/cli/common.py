@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -56,3 +57,10 @@ def run_reporting_errors(prog: str, command: Callable[[], int], interrupted: str
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
+
+
+def add_fileset_option(parser: argparse.ArgumentParser) -> None:
+    """``--fileset``, shared by ``run`` and ``submit``."""
+    parser.add_argument("--fileset", type=Path, metavar="FILE",
+                        help="JSON or TOML fileset: sample -> files, with a catalog sample or xsec_pb and sumw "
+                        "(files of any name; see docs/data-access.md)")

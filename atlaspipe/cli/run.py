@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from atlaspipe.api import make_request
+from atlaspipe.cli.common import add_fileset_option
 from atlaspipe.cli.progress import Progress
 from atlaspipe.config import analysis_settings, load_settings
 from atlaspipe.errors import RunFailedError
@@ -24,6 +25,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", nargs="+", default=[], metavar="NAME",
                         help="catalog samples, groups, 'data' or 'mc' "
                         "(read from the cache or the release's server)")
+    add_fileset_option(parser)
     parser.add_argument("--output", type=Path,
                         help="folder for run outputs (default: $ATLASPIPE_OUTPUT_DIR or ./atlaspipe-output)")
     parser.add_argument("--config", type=Path, help="analysis configuration file (TOML or JSON)")
@@ -42,7 +44,8 @@ def build_request(args: argparse.Namespace) -> RunRequest:
     overrides = {"chunk_size": args.chunk_size, "sfos_pairing": args.sfos_pairing}
     settings = load_settings(args.config, **overrides) if args.config is not None else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
-                        base_url=args.base_url, fetch=bool(args.fetch), allow_partial=bool(args.allow_partial))
+                        base_url=args.base_url, fetch=bool(args.fetch), allow_partial=bool(args.allow_partial),
+                        fileset=args.fileset)
 
 
 def main(args: argparse.Namespace) -> int:

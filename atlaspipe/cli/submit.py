@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atlaspipe.api import make_request
-from atlaspipe.cli.common import OneLineParser, run_reporting_errors, warn_password_in_argv
+from atlaspipe.cli.common import OneLineParser, add_fileset_option, run_reporting_errors, warn_password_in_argv
 from atlaspipe.cli.progress import Progress
 from atlaspipe.config import RuntimeSettings, analysis_settings, load_settings
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
@@ -34,6 +34,7 @@ def _submit_parser() -> argparse.ArgumentParser:
                         help="ROOT files, folders or URLs, as the workers see them (default: the embedded sample)")
     parser.add_argument("--samples", nargs="+", default=[], metavar="NAME",
                         help="catalog samples, groups, 'data' or 'mc'")
+    add_fileset_option(parser)
     parser.add_argument("--chunk-size", type=int, help="entries per chunk")
     parser.add_argument("--config", type=Path, help="analysis configuration file (TOML or JSON)")
     parser.add_argument("--base-url", help="read catalog samples from this mirror")
@@ -100,7 +101,7 @@ def _request(args: argparse.Namespace) -> RunRequest:
     settings = load_settings(args.config, **overrides) if args.config else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, allow_partial=bool(args.allow_partial),
-                        keep_records=bool(args.keep_records))
+                        keep_records=bool(args.keep_records), fileset=args.fileset)
 
 
 def submit(args: argparse.Namespace) -> int:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import CatalogError, ConfigError, InputError
+from atlaspipe.fileset import Fileset, FilesetEntry, SampleDefinition
 from atlaspipe.io.reading import open_tree
 from atlaspipe.io.sources import check_location
 from atlaspipe.model import Chunk, PlannedFile, RunPlan
-from atlaspipe.physics.catalog import Release, load_release, recognise_file
+from atlaspipe.physics.catalog import RELEASES, Release, load_release, recognise_file
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class InputFile:
     sample: str
     source: str
     tree: str
+    definition: SampleDefinition | None = None
+    """The sample as a fileset defines it, where the catalog does not."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,14 @@ def _local_root_files(path: Path) -> list[Path]:
 
 
 def resolve_inputs(release: str | None, inputs: Sequence[str] = (), samples: Sequence[str] = (),
-                   base_url: str | None = None, fetch_first: bool = False) -> tuple[str, list[InputFile]]:
-    """The release and files of a run: explicit paths or URLs, catalog samples, or the embedded sample."""
+                   base_url: str | None = None, fetch_first: bool = False,
+                   fileset: Fileset | None = None) -> tuple[str, list[InputFile]]:
+    """The release and files of a run: a fileset, explicit paths or URLs, catalog samples, or the
+    embedded sample."""
+    if fileset:
+        if inputs:
+            raise ConfigError("give input files either with a fileset or as inputs, not both")
+        return _resolve_fileset(release, fileset, samples)
     if inputs:
         return _resolve_paths(release, inputs, samples)
     if not samples and base_url is None and not fetch_first:
@@ -114,6 +123,65 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
     return found_release.name, files
 
 
+def _fileset_release(release: str | None, fileset: Fileset) -> Release:
+    """The release a fileset is of: the one given, else the one whose catalog has its catalog samples."""
+    if release is not None:
+        return load_release(release)
+    named = [e.catalog for e in fileset.values() if e.catalog]
+    for candidate in RELEASES:
+        loaded = load_release(candidate)
+        if all(any(s.name == name for s in loaded.samples) for name in named):
+            return loaded
+    raise CatalogError(f"the fileset's catalog samples {', '.join(named)} are not all of one release")
+
+
+def _definition(rel: Release, name: str, entry: FilesetEntry) -> SampleDefinition | None:
+    """How a fileset's sample is scaled and drawn; None when it is a catalog sample under its own name."""
+    own = {k: v for k, v in entry.model_dump(include={"kind", "group", "xsec_pb", "sumw", "red_eff"}).items()
+           if v is not None}
+    catalog = entry.catalog
+    if catalog is None and not own and any(s.name == name for s in rel.samples):
+        catalog = name  # coffea's plain {sample: [files]} with a catalog sample's name
+    if catalog is not None:
+        base = rel.sample(catalog)
+        if name == base.name and not own:
+            return None
+        own = {"kind": base.kind, "group": base.group, "xsec_pb": base.xsec_pb, "sumw": base.sumw,
+               "red_eff": base.red_eff, **own}
+    elif any(s.name == name for s in rel.samples):
+        raise ConfigError(f"fileset sample '{name}' is a catalog sample name of release {rel.name}: "
+                          f"add \"catalog\": \"{name}\" to use the catalog's, or choose another name")
+    definition = SampleDefinition(name=name, **own)
+    if definition.group is not None:
+        rel.group(definition.group)  # an unknown group is a CatalogError naming the known ones
+    if definition.kind == "mc" and rel.schema == "2020" and (definition.xsec_pb is None or definition.sumw is None):
+        raise ConfigError(f"fileset sample '{name}': MC of release 2020 needs xsec_pb and sumw, or a catalog sample")
+    return definition
+
+
+def _resolve_fileset(release: str | None, fileset: Fileset, samples: Sequence[str]) -> tuple[str, list[InputFile]]:
+    rel = _fileset_release(release, fileset)
+    if samples:
+        unknown = sorted(set(samples) - set(fileset))
+        if unknown:
+            raise ConfigError(f"samples {', '.join(unknown)} are not in the fileset (it has {', '.join(fileset)})")
+    files: list[InputFile] = []
+    for name, entry in fileset.items():
+        if samples and name not in samples:
+            continue
+        definition = _definition(rel, name, entry)
+        for index, item in enumerate(entry.files):
+            tree = entry.tree(index) or rel.tree
+            if "://" in item:
+                check_location(item, allow_file_url=False)
+                files.append(InputFile(rel.name, name, item, tree, definition))
+                continue
+            if not Path(item).exists():
+                raise InputError(item, "file not found")
+            files.extend(InputFile(rel.name, name, str(p), tree, definition) for p in _local_root_files(Path(item)))
+    return rel.name, files
+
+
 _layout_cache: dict[tuple[str, str, float, int], FileLayout] = {}
 _layout_lock = threading.Lock()
 
@@ -166,6 +234,11 @@ def cut_entries(entries: int, cluster_starts: Sequence[int], chunk_size: int) ->
     return ranges
 
 
+def _described(input_file: InputFile) -> dict[str, str]:
+    """The fields of a planned file (its sample's definition is in the run's config)."""
+    return {k: v for k, v in asdict(input_file).items() if k != "definition"}
+
+
 def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
              max_workers: int = 8, allow_partial: bool = False) -> RunPlan:
     """Read every file's layout concurrently and cut the chunks, numbered in input order.
@@ -184,6 +257,9 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
                 raise
             return exc
 
+    defined = {f.definition.name: f.definition for f in files if f.definition is not None}
+    if defined:
+        config = config.model_copy(update={"samples": tuple(defined.values())})
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(files)))) as pool:
         layouts = list(pool.map(layout_or_error, files))
     chunks: list[Chunk] = []
@@ -192,10 +268,10 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
     for input_file, layout in zip(files, layouts, strict=True):
         if isinstance(layout, InputError):
             log.warning("run %s: %s; the file is left out of this partial run", run_id, layout)
-            described.append(PlannedFile(**asdict(input_file), error=layout.reason))
+            described.append(PlannedFile(**_described(input_file), error=layout.reason))
             notes.append(f"{layout}; the file is left out of this partial run")
             continue
-        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
+        described.append(PlannedFile(**_described(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
             continue

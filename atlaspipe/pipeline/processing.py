@@ -77,7 +77,7 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
         from atlaspipe.io.reading import read_chunk
 
         release = load_release(chunk.release)
-        sample = release.sample(chunk.sample)
+        sample = config.sample(chunk.sample)
         branches = required_branches(release.schema, not sample.is_data)
         events, bytes_read = read_chunk(chunk, branches)
         selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
@@ -142,7 +142,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
         entry.chunks += 1
     samples: dict[str, SampleAggregate] = {}
     for name, entry in sums.items():
-        sample = release.sample(name)
+        sample = config.sample(name)
         norm = release.normalisation(sample, luminosity)
         samples[name] = SampleAggregate(
             kind=sample.kind, group=sample.group, normalisation=norm, events_read=entry.events_read,

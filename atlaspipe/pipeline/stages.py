@@ -18,9 +18,9 @@ class AnalysisStages:
         if self.fence_inputs:
             from atlaspipe.io.input_roots import check_submitted_inputs
 
-            check_submitted_inputs(request.inputs)
+            check_submitted_inputs(request.input_locations)
         release, files = resolve_inputs(request.release, request.inputs, request.samples, request.base_url,
-                                        request.fetch)
+                                        request.fetch, request.fileset)
         config = request.config.resolve(release)
         return plan_run(request.run_id, config, files, allow_partial=request.allow_partial)
 
