@@ -121,3 +121,25 @@ def test_fileset_samples_are_checked_against_the_release(tmp_path: Path) -> None
         resolve_inputs(None, fileset=parse_fileset({"llll": {"files": [str(data)], "xsec_pb": 1, "sumw": 2}}))
     with pytest.raises(ConfigError, match="not both"):
         resolve_inputs(None, [str(data)], fileset=parse_fileset({"d": {"files": [str(data)], "kind": "data"}}))
+
+
+def test_a_submitted_fileset_is_fenced_by_the_input_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlaspipe.api import make_request
+    from atlaspipe.errors import InputError
+    from atlaspipe.pipeline.stages import AnalysisStages
+
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    for folder in (outside, inside):
+        folder.mkdir()
+        shutil.copyfile(embedded_sample_dir() / "Data" / "data_A.4lep.root", folder / "run.root")
+    monkeypatch.setenv("ATLASPIPE_INPUT_ROOTS", str(inside))
+    fenced = AnalysisStages(fence_inputs=True)
+    request = make_request(fileset={"x": {"files": [str(outside / "run.root")], "kind": "data"}}, output=tmp_path)
+    with pytest.raises(InputError, match="ATLASPIPE_INPUT_ROOTS"):
+        fenced.plan(request)
+    request = make_request(fileset={"x": {"files": [str(inside / "run.root")], "kind": "data"}}, output=tmp_path)
+    plan = fenced.plan(request)
+    assert [(f.sample, f.source) for f in plan.files] == [("x", str(inside / "run.root"))]
+    assert plan.config.samples[0].kind == "data"
+    # The request carries the fileset itself: a worker on another machine needs no file of the client's.
+    assert type(request).from_json(request.to_json()).fileset == request.fileset
