@@ -230,6 +230,22 @@ class Counts(Document):
     sumw2: tuple[tuple[float, ...], ...]
 
 
+class Cutflow(Document):
+    """Events passing each cut in turn (``physics.selection.CUTFLOW_STEPS``), one row per cut, one
+    column per channel: all, 4e, 4mu, 2e2mu. ``weighted`` is scaled like the histograms."""
+
+    raw: tuple[tuple[int, ...], ...]
+    weighted: tuple[tuple[float, ...], ...]
+
+
+class CutflowTable(Document):
+    """The cutflow of every sample (data samples included) of a run."""
+
+    steps: tuple[str, ...]
+    columns: tuple[str, ...]
+    samples: dict[str, Cutflow]
+
+
 class ChunkResult(Document):
     """What one chunk produced: histograms and counts, or why it failed. One type for both."""
 
@@ -244,6 +260,7 @@ class ChunkResult(Document):
     events_selected: int = 0
     bytes_read: int = 0
     histograms: dict[str, Counts] = Field(default_factory=dict)
+    cutflow: Cutflow | None = None
 
     @property
     def ok(self) -> bool:
@@ -307,6 +324,8 @@ class SampleAggregate(Document):
     events_lost: int
     files_failed: int
     histograms: dict[str, Counts]
+    cutflow: Cutflow | None = None
+    """Merged in chunk-id order and scaled; None when a chunk's result had none."""
 
     def loss(self) -> SampleLoss | None:
         if not (self.chunks_failed or self.files_failed):
@@ -533,6 +552,7 @@ class RunResults(Document):
     """Every MC sample by catalog name."""
     significance: Significance | None = None
     fit: FitResult | None = None
+    cutflow: CutflowTable | None = None
     inputs: tuple[PlannedFile, ...]
     notes: tuple[str, ...] = ()
     chunks: ChunkSummary

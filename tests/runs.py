@@ -32,7 +32,8 @@ def reference_results(inputs: Sequence[str | Path], chunk_size: int = 500_000,
 def histograms(results: RunResults) -> dict[str, Any]:
     """Every histogram and event count of a run, for bit-for-bit comparisons."""
     out: dict[str, Any] = {"data": results.data.m4l, "data_channels": results.data.channels,
-                           "data_read": results.data.events_read, "data_selected": results.data.events_selected}
+                           "data_read": results.data.events_read, "data_selected": results.data.events_selected,
+                           "cutflow": results.cutflow}
     for name, sample in results.samples.items():
         out[name] = (sample.m4l, sample.channels, sample.events_selected, sample.events_read)
     return out

@@ -383,3 +383,74 @@ def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
         raise ValueError(f"unknown schema {schema!r}")
     mass = four_lepton_mass(pt, eta, phi, energy) * to_gev
     return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel)
+
+
+CUTFLOW_STEPS: tuple[str, ...] = ("all", "trigger", "pt", "id_iso", "charge_sum", "type_sum", "mass_window")
+"""The cutflow's cuts, in the order they apply: every event; the trigger (2025e: trigE or trigM and
+a trigger-matched lepton); four leptons with the pT thresholds (when the run sets any); every
+lepton's ID and isolation (2025e); the charge sum; the type sum (and the SFOS pairing, when asked);
+and m4l inside the mass window. Cuts a release's files do not carry (2020: trigger, ID) pass all."""
+
+
+@dataclass(frozen=True)
+class CutflowCounts:
+    """Events passing each cut, cumulatively: ``raw[step][c]`` and ``weighted[step][c]`` (event
+    weights, before the sample's normalisation) for c = all channels, 4e, 4mu, 2e2mu. Before the
+    type sum, an event counts in the channel its first four leptons' flavours make, if any."""
+
+    raw: IntArray
+    weighted: FloatArray
+
+
+def cutflow(events: ak.Array, schema: str, is_mc: bool, to_gev: float, options: SelectionOptions,
+            mass_window_gev: tuple[float, float]) -> CutflowCounts:
+    """The cutflow of ``events``: the same cuts as :func:`analyse`, counted one after another."""
+    if options.lepton_order == "pt":
+        events = pt_ordered(events)
+    n = len(events)
+    lep = ("lep_pt", "lep_eta", "lep_phi", "lep_E" if schema == "2020" else "lep_e")
+    has_four = np.asarray(ak.num(events["lep_pt"], axis=1) >= 4)
+    charge = _leading(events["lep_charge"], 4, 0)
+    ltype = _leading(events["lep_type"], 4, 0).astype(np.int64)
+    type_sum = ltype[:, 0] + ltype[:, 1] + ltype[:, 2] + ltype[:, 3]
+    channel = np.where(has_four, _channel_of_sum(type_sum), -1)
+    trigger = np.ones(n, dtype=bool)
+    id_iso = np.ones(n, dtype=bool)
+    if schema == "2025e":
+        trigger = (np.asarray(events["trigE"] | events["trigM"], dtype=bool)
+                   & np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool))
+        lepton_ok = ak.where(events["lep_type"] == MUON, events["lep_isMediumID"] & events["lep_isLooseIso"],
+                             events["lep_isLooseID"] & events["lep_isLooseIso"])
+        id_iso = np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
+        weight = event_weight_2025e(events) if is_mc else np.ones(n, dtype=np.float64)
+    elif schema == "2020":
+        weight = event_weight_2020(events) if is_mc else np.ones(n, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown schema {schema!r}")
+    pt_ok = has_four.copy()
+    if options.lepton_pt_gev is not None:
+        pt_ok &= _pt_thresholds(_leading(events["lep_pt"], 4, 0.0).astype(np.float64) * to_gev, options.lepton_pt_gev)
+    charge_ok = charge[:, 0] + charge[:, 1] + charge[:, 2] + charge[:, 3] == 0
+    type_ok = _channel_of_sum(type_sum) >= 0
+    if options.sfos_pairing:
+        type_ok &= has_sfos_pairs(charge, ltype)
+    passed = has_four & trigger & pt_ok & id_iso & charge_ok & type_ok
+    rows = np.flatnonzero(passed)
+    parts = (_leading(events[name], 4, 0.0)[rows] for name in lep)
+    in_window = np.zeros(n, dtype=bool)
+    lo, hi = mass_window_gev
+    mass = four_lepton_mass(*parts) * to_gev
+    in_window[rows] = (mass >= lo) & (mass < hi)
+    raw = np.zeros((len(CUTFLOW_STEPS), 1 + len(CHANNELS)), dtype=np.int64)
+    weighted = np.zeros((len(CUTFLOW_STEPS), 1 + len(CHANNELS)), dtype=np.float64)
+    mask = np.ones(n, dtype=bool)
+    for step, cut in enumerate((None, trigger, pt_ok, id_iso, charge_ok, type_ok, in_window)):
+        if cut is not None:
+            mask = mask & cut
+        raw[step, 0] = np.count_nonzero(mask)
+        weighted[step, 0] = weight[mask].sum()
+        for c in range(len(CHANNELS)):
+            chosen = mask & (channel == c)
+            raw[step, 1 + c] = np.count_nonzero(chosen)
+            weighted[step, 1 + c] = weight[chosen].sum()
+    return CutflowCounts(raw=raw, weighted=weighted)

@@ -17,13 +17,14 @@ import numpy.typing as npt
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import AtlaspipeError, InputError
-from atlaspipe.model import M4L, Aggregate, Chunk, ChunkResult, Counts, Failure, RunPlan, SampleAggregate
+from atlaspipe.model import M4L, Aggregate, Chunk, ChunkResult, Counts, Cutflow, Failure, RunPlan, SampleAggregate
 from atlaspipe.physics.catalog import load_release
 from atlaspipe.physics.selection import (
     CHANNELS,
     SelectedEvents,
     SelectionOptions,
     analyse,
+    cutflow,
     required_branches,
 )
 
@@ -82,6 +83,8 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
         events, bytes_read = read_chunk(chunk, branches)
         selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
         sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
+        cuts = cutflow(events, release.schema, not sample.is_data, release.to_gev, selection_options(config),
+                       config.mass_window_gev)
     except passthrough:
         raise
     except AtlaspipeError as exc:
@@ -94,6 +97,8 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
         chunk_id=chunk.chunk_id, sample=chunk.sample, worker=worker, seconds=time.perf_counter() - started,
         events_read=len(events), events_selected=len(selected), bytes_read=bytes_read,
         histograms={M4L: _counts(sumw, sumw2)},
+        cutflow=Cutflow(raw=tuple(tuple(r) for r in cuts.raw.tolist()),
+                        weighted=tuple(tuple(r) for r in cuts.weighted.tolist())),
     )
 
 
@@ -105,6 +110,26 @@ class _SampleSums:
         self.sumw2 = np.zeros(shape)
         self.events_read = self.events_selected = self.chunks = self.chunks_failed = 0
         self.entries_planned = self.events_lost = self.files_failed = 0
+        self.cutflow_raw: npt.NDArray[np.int64] | None = None
+        self.cutflow_weighted: FloatArray | None = None
+        self.cutflow_complete = True
+
+    def add_cutflow(self, cuts: Cutflow | None) -> None:
+        if cuts is None:
+            self.cutflow_complete = False
+            return
+        raw, weighted = np.asarray(cuts.raw, dtype=np.int64), np.asarray(cuts.weighted, dtype=np.float64)
+        if self.cutflow_raw is None or self.cutflow_weighted is None:
+            self.cutflow_raw, self.cutflow_weighted = raw, weighted
+        else:
+            self.cutflow_raw = self.cutflow_raw + raw
+            self.cutflow_weighted = self.cutflow_weighted + weighted
+
+    def scaled_cutflow(self, norm: float) -> Cutflow | None:
+        if not self.cutflow_complete or self.cutflow_raw is None or self.cutflow_weighted is None:
+            return None
+        return Cutflow(raw=tuple(tuple(r) for r in self.cutflow_raw.tolist()),
+                       weighted=tuple(tuple(r) for r in (self.cutflow_weighted * norm).tolist()))
 
 
 def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
@@ -139,6 +164,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
         entry.sumw2 += np.asarray(counts.sumw2, dtype=np.float64)
         entry.events_read += result.events_read
         entry.events_selected += result.events_selected
+        entry.add_cutflow(result.cutflow)
         entry.chunks += 1
     samples: dict[str, SampleAggregate] = {}
     for name, entry in sums.items():
@@ -149,6 +175,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
             events_selected=entry.events_selected, chunks=entry.chunks, chunks_failed=entry.chunks_failed,
             entries_planned=entry.entries_planned, events_lost=entry.events_lost, files_failed=entry.files_failed,
             histograms={M4L: _counts(entry.sumw * norm, entry.sumw2 * (norm * norm))},
+            cutflow=entry.scaled_cutflow(norm),
         )
     return Aggregate(run_id=plan.run_id, release=release.name, luminosity_fb=luminosity,
                      bin_edges=tuple(config.bin_edges()), samples=samples, chunks_total=len(plan.chunks),

@@ -15,6 +15,7 @@ from atlaspipe.model import (
     Aggregate,
     ChunkSummary,
     Counts,
+    CutflowTable,
     DataCounts,
     DataSummary,
     Executor,
@@ -29,7 +30,7 @@ from atlaspipe.model import (
     SampleYields,
 )
 from atlaspipe.physics.catalog import Group, load_release
-from atlaspipe.physics.selection import CHANNELS
+from atlaspipe.physics.selection import CHANNELS, CUTFLOW_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
         samples=samples, inputs=plan.files, notes=plan.notes,
         chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),
         missing=aggregated.missing(), config=config,
+        cutflow=CutflowTable(steps=CUTFLOW_STEPS, columns=("all", *CHANNELS), samples={
+            name: entry.cutflow for name, entry in aggregated.samples.items() if entry.cutflow is not None}),
     )
 
 

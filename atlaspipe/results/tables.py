@@ -19,7 +19,7 @@ from typing import Any, Literal
 from wcwidth import wcswidth
 
 from atlaspipe.io import files
-from atlaspipe.model import GroupInfo, Histogram, RunResults
+from atlaspipe.model import CutflowTable, GroupInfo, Histogram, RunResults
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,37 @@ def markdown_table(rows: YieldTable) -> str:
     return "\n".join([text[0], rule, *text[1:]]) + "\n"
 
 
-def csv_table(rows: YieldTable) -> str:
-    """Long format: one line per (level, name, channel) with yield and uncertainty."""
+CUTFLOW_NOTE = ("\nCutflow: events passing each cut in turn; raw counts, with the weighted MC yields "
+                "(scaled to the luminosity) in brackets. Before the type-sum cut an event counts in the "
+                "channel of its first four leptons' flavours, if any.\n")
+
+
+def markdown_cutflow(cutflow: CutflowTable | None) -> str:
+    """One Markdown table per channel column: a row per sample, a column per cut."""
+    if cutflow is None or not cutflow.samples:
+        return ""
+    parts = []
+    for col, column in enumerate(cutflow.columns):
+        header = ("sample", *cutflow.steps)
+        lines = [header, *((_md_escape(name), *(
+            f"{flow.raw[step][col]}" + (f" ({flow.weighted[step][col]:.4g})"
+                                        if flow.weighted[step][col] != flow.raw[step][col] else "")
+            for step in range(len(cutflow.steps)))) for name, flow in cutflow.samples.items())]
+        widths = [max(3, *(text_width(line[i]) for line in lines)) for i in range(len(header))]
+        rule = "|" + "|".join(["-" * (widths[0] + 2), *("-" * (w + 1) + ":" for w in widths[1:])]) + "|"
+        text = ["| " + " | ".join(pad(c, w, right=i > 0) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+                + " |" for line in lines]
+        parts.append(f"\n## Cutflow, {CHANNEL_TEXT.get(column, column)}\n\n" + "\n".join([text[0], rule, *text[1:]])
+                     + "\n")
+    return "".join(parts) + CUTFLOW_NOTE
+
+
+def csv_table(rows: YieldTable, cutflow: CutflowTable | None = None) -> str:
+    """Long format: one line per (level, name, channel) with yield and uncertainty; then, with a
+    cutflow, one ``cutflow`` line per (sample, cut, channel) with the weighted and raw counts."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["level", "name", "group", "channel", "yield", "stat_uncertainty"])
+    writer.writerow(["level", "name", "group", "channel", "yield", "stat_uncertainty", "cut", "raw_events"])
     for s in rows.samples:
         for k in rows.keys:
             writer.writerow(["sample", s.name, s.group, k, repr(s.yields[k].value), repr(s.yields[k].uncertainty)])
@@ -217,6 +243,13 @@ def csv_table(rows: YieldTable) -> str:
                          repr(rows.total_mc[k].uncertainty)])
     for k in rows.keys:
         writer.writerow(["data", "data", "", k, repr(rows.data[k]), ""])
+    if cutflow is not None:
+        groups = {s.name: s.group for s in rows.samples}
+        for name, flow in cutflow.samples.items():
+            for step, cut in enumerate(cutflow.steps):
+                for col, column in enumerate(cutflow.columns):
+                    writer.writerow(["cutflow", name, groups.get(name, "data"), column,
+                                     repr(flow.weighted[step][col]), "", cut, flow.raw[step][col]])
     return out.getvalue()
 
 
@@ -231,8 +264,8 @@ def write_yield_tables(results: RunResults, run_dir: Path) -> dict[str, str]:
         note += "\n**PARTIAL run**: some chunks failed, yields are incomplete.\n"
     contents = {
         "yields_json": ("yields.json", json.dumps(rows.to_jsonable(), indent=2, allow_nan=False) + "\n"),
-        "yields_csv": ("yields.csv", csv_table(rows)),
-        "yields_md": ("yields.md", title + markdown_table(rows) + note),
+        "yields_csv": ("yields.csv", csv_table(rows, results.cutflow)),
+        "yields_md": ("yields.md", title + markdown_table(rows) + note + markdown_cutflow(results.cutflow)),
     }
     outputs: dict[str, str] = {}
     for key, (name, text) in contents.items():
