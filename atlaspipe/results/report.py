@@ -325,6 +325,25 @@ def _yields_html(run_dir: Path, results: RunResults) -> str:
             f'<p class="muted">Statistical uncertainties √Σw². {links}</p>')
 
 
+def _cutflow_html(run_dir: Path, results: RunResults) -> str:
+    """The all-channel cutflow: raw counts per sample and cut, weighted MC yields in the title."""
+    table = results.cutflow
+    if table is None or not table.samples:
+        return "<p class=\"muted\">No cutflow.</p>"
+    head = "".join(f'<th class="num">{_e(step)}</th>' for step in table.steps)
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td>" + "".join(
+            f'<td class="num" title="weighted {flow.weighted[i][0]:.6g}">{flow.raw[i][0]}</td>'
+            for i in range(len(table.steps))) + "</tr>"
+        for name, flow in table.samples.items())
+    exports = " · ".join(f'<a href="{_e(name)}">{_e(name)}</a>' for name in ("workspace.json", "histograms.json")
+                         if (run_dir / name).is_file())
+    return (f'<div class="scroll"><table id="cutflow"><thead><tr><th>Sample</th>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>"
+            f'<p class="muted">Events passing each cut in turn, all channels; per channel and weighted in '
+            f'yields.md and yields.csv. {exports}</p>')
+
+
 def _facts(items: Sequence[tuple[str, str]], element_id: str) -> str:
     inner = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in items)
     return f'<dl class="facts" id="{element_id}">{inner}</dl>'
@@ -440,6 +459,7 @@ def render_run_page(run: RunFolder, live: bool) -> str:
                   "<h2>Significance</h2>", _significance_html(results),
                   "<h2>Profile-likelihood fit (pyhf)</h2>", _fit_html(results),
                   "<h2>Yields</h2>", _yields_html(run.path, results),
+                  "<h2>Cutflow</h2>", _cutflow_html(run.path, results),
                   "<h2>Inputs</h2>", _inputs_html(results)]
     elif run.terminal:
         if not _ended_html(run):

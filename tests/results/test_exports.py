@@ -178,3 +178,14 @@ def test_exports_are_listed_and_left_whole(embedded_run: RunOutcome) -> None:
     names = sorted(p.name for p in Path(embedded_run.run_dir).iterdir())
     assert {"workspace.json", "histograms.root", "histograms.json"} <= set(names)
     assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_report_shows_the_cutflow_and_links_the_exports(embedded_run: RunOutcome) -> None:
+    results = _results(embedded_run)
+    assert results.cutflow is not None
+    html = (embedded_run.run_dir / "report.html").read_text("utf-8")
+    table = html.split('<table id="cutflow">', 1)[1].split("</table>", 1)[0]
+    llll = results.cutflow.samples["llll"]
+    row = table.split("<td>llll</td>", 1)[1].split("</tr>", 1)[0]
+    assert [int(cell.split(">")[1].split("<")[0]) for cell in row.split("<td")[1:]] == [r[0] for r in llll.raw]
+    assert '<a href="workspace.json">' in html and '<a href="histograms.json">' in html
