@@ -29,7 +29,7 @@ UNKNOWN = "unknown"
 """The state shown for a folder whose status cannot be read and that has no results."""
 MAX_LISTED_FAILURES = 20
 PLOT_CAPTIONS = {"m4l_4e": "4e channel", "m4l_4mu": "4μ channel", "m4l_2e2mu": "2e2μ channel",
-                 "m4l_ratio": "with data/MC ratio"}
+                 "m4l_ratio": "with data/MC ratio", "m4l_prefit_postfit": "fit model before and after the fit"}
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def _plots_html(run_dir: Path, results: RunResults) -> str:
                 f"<figcaption>m4l, {_e(caption)}{link}</figcaption></figure>")
 
     rows = ["".join(figure(s) for s in ("m4l", "m4l_ratio")),
-            "".join(figure(f"m4l_{c}") for c in results.channels)]
+            "".join(figure(f"m4l_{c}") for c in results.channels), figure("m4l_prefit_postfit")]
     if not any(rows):
         return "<p class=\"muted\">No plots yet.</p>"
     return "".join(f'<div class="plots">{row}</div>' for row in rows if row)

@@ -189,3 +189,24 @@ def test_report_shows_the_cutflow_and_links_the_exports(embedded_run: RunOutcome
     row = table.split("<td>llll</td>", 1)[1].split("</tr>", 1)[0]
     assert [int(cell.split(">")[1].split("<")[0]) for cell in row.split("<td")[1:]] == [r[0] for r in llll.raw]
     assert '<a href="workspace.json">' in html and '<a href="histograms.json">' in html
+    assert 'id="plot-m4l_prefit_postfit"' in html
+
+
+def test_prefit_and_postfit_expectations_follow_the_fit(embedded_run: RunOutcome) -> None:
+    from atlaspipe.results.fitplots import fit_expectations
+
+    results = _results(embedded_run)
+    assert results.fit is not None and results.fit.mu is not None
+    assert embedded_run.outputs["m4l_prefit_postfit_png"].stat().st_size > 10_000
+    expected = fit_expectations(results)
+    assert expected is not None
+    spec = _workspace(embedded_run)
+    nominal = {s["name"]: sum(s["data"]) for s in spec["channels"][0]["samples"]}  # type: ignore[index]
+    for index, sample in enumerate(expected.samples):
+        assert expected.prefit[index].sum() == pytest.approx(nominal[sample], rel=1e-9), sample
+    signal = expected.samples.index("signal")
+    # Post-fit signal = μ̂ × nominal, up to the MC-stat gammas (within a few per cent of 1 here).
+    ratio = expected.postfit[signal].sum() / expected.prefit[signal].sum()
+    assert ratio == pytest.approx(results.fit.mu, rel=0.05)
+    assert not np.array_equal(expected.postfit, expected.prefit)
+    assert np.array_equal(expected.data, np.asarray(results.data.m4l.values))
