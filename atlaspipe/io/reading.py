@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import zlib
 from collections import OrderedDict
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import awkward as ak
+import numpy as np
 import uproot
 from billiard.exceptions import SoftTimeLimitExceeded
 
@@ -17,6 +19,9 @@ from atlaspipe.config import redact_url
 from atlaspipe.errors import InputError
 from atlaspipe.model import Chunk
 from atlaspipe.physics.selection import JAGGED_BRANCHES
+
+LEPTON_COUNT_BRANCH = "lep_n"
+"""The per-event lepton count of the 2020 trees; 2025e trees may lack it."""
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,7 @@ def open_file(source: str) -> Any:
         # A worker's time limit, not a property of the file: the task retries it.
         raise
     except Exception as exc:  # uproot reports bad files through many exception types
-        raise InputError(source, f"not a readable ROOT file ({_short(exc)})") from None
+        raise InputError(source, f"not a readable ROOT file ({_looks_like(source) or type(exc).__name__})") from None
     log.debug("opened %s", redact_url(source))
     with _open_files_lock:
         _open_files[key] = handle
@@ -141,10 +146,12 @@ def read_chunk(chunk: Chunk, branches: list[str]) -> tuple[ak.Array, int]:
             "when the run was planned; the file changed, re-plan the run",
         )
     check_branches(chunk.source, ttree, branches)
+    has_count = LEPTON_COUNT_BRANCH in ttree and LEPTON_COUNT_BRANCH not in branches
+    wanted = [*branches, LEPTON_COUNT_BRANCH] if has_count else branches
     source = ttree.file.source
     before = source.num_requested_bytes
     try:
-        arrays = ttree.arrays(branches, entry_start=chunk.entry_start, entry_stop=chunk.entry_stop, library="ak")
+        arrays = ttree.arrays(wanted, entry_start=chunk.entry_start, entry_stop=chunk.entry_stop, library="ak")
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:
@@ -155,10 +162,81 @@ def read_chunk(chunk: Chunk, branches: list[str]) -> tuple[ak.Array, int]:
             f"cannot read entries {chunk.entry_start}-{chunk.entry_stop} ({_short(exc)}); "
             "the file may be truncated or corrupt",
         ) from None
+    check_lepton_counts(chunk.source, chunk.entry_start, arrays, [b for b in branches if b in JAGGED_BRANCHES])
+    if has_count:
+        arrays = arrays[branches]
     return arrays, int(source.num_requested_bytes - before)
+
+
+def _counts(values: ak.Array) -> np.ndarray:
+    """Entries per event of a jagged array: offset differences, no copy of the contents."""
+    layout = ak.to_layout(values)
+    if isinstance(layout, ak.contents.ListOffsetArray):
+        offsets = np.asarray(layout.offsets.data)
+        return np.asarray(offsets[1:] - offsets[:-1])
+    return np.asarray(ak.num(values, axis=1))
+
+
+def check_lepton_counts(source: str, entry_start: int, events: ak.Array, jagged: list[str]) -> None:
+    """Every per-lepton branch holds the same number of values in each event, equal to ``lep_n``
+    where the tree has it.
+
+    The selection gathers each event's first four leptons from every branch by one shared index:
+    a branch one value short would silently hand it the next event's leptons.
+    """
+    if not jagged:
+        return
+    reference_name = LEPTON_COUNT_BRANCH if LEPTON_COUNT_BRANCH in events.fields else jagged[0]
+    reference = np.asarray(events[reference_name]) if reference_name == LEPTON_COUNT_BRANCH \
+        else _counts(events[reference_name])
+    for name in jagged:
+        if name == reference_name:
+            continue
+        counts = _counts(events[name])
+        if np.array_equal(counts, reference):
+            continue
+        entry = int(np.flatnonzero(counts != reference)[0])
+        raise InputError(
+            source,
+            f"entry {entry_start + entry} has {int(counts[entry])} values but {reference_name} "
+            f"{'is' if reference_name == LEPTON_COUNT_BRANCH else 'has'} {int(reference[entry])}; "
+            "per-lepton branches must agree in every event",
+            field=name,
+        )
+
+
+_SIGNATURES = (
+    (b"\x1f\x8b", "it is gzip-compressed"),
+    (b"PK\x03\x04", "it is a zip archive"),
+    (b"\x89HDF", "it is an HDF5 file"),
+)
+
+
+def _looks_like(source: str) -> str | None:
+    """What a local file that is not ROOT seems to be, said without quoting any of its bytes:
+    error texts reach users who may not be allowed to read the file."""
+    if "://" in source:
+        return None
+    try:
+        with Path(source).open("rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if head.lstrip()[:1] == b"<":
+        return "it looks like HTML or XML text"
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it is plain text"
+    return "it does not start with the ROOT file signature" if head[:4] != b"root" else None
+
+
+_BYTES_LITERAL = re.compile(r"""b(['"]).*?(?<!\\)\1""")
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text[:200]
+    # Library messages may quote bytes of the file (uproot's "first four bytes are b'...'").
+    text = _BYTES_LITERAL.sub("<bytes>", text)[:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
