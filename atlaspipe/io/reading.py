@@ -159,7 +159,8 @@ def read_chunk(chunk: Chunk, branches: list[str]) -> tuple[ak.Array, int]:
         # MemoryError for a mangled length): each one is this file's fault, reported as such.
         raise InputError(
             chunk.source,
-            f"cannot read entries {chunk.entry_start}-{chunk.entry_stop} ({_short(exc)}); "
+            # No entry range here: the chunk's failure line names the file and range once.
+            f"cannot read the entries ({_short(exc)}); "
             "the file may be truncated or corrupt",
         ) from None
     check_lepton_counts(chunk.source, chunk.entry_start, arrays, [b for b in branches if b in JAGGED_BRANCHES])

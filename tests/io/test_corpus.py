@@ -62,6 +62,7 @@ def test_corpus_case_in_process(case: corpus.Case, tmp_path: Path, monkeypatch: 
         assert re.search(case.reason, failure.reason), failure.reason
         line = failure.describe()
         assert line.count(str(path)) == 1, line
+        assert f"{failure.entry_start}-{failure.entry_stop}" not in line, line
         assert not PASSWD_LINE.search(line) and "SECRET-PAGE" not in line, line
 
 
