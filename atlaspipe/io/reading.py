@@ -8,7 +8,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import awkward as ak
 import numpy as np
@@ -169,13 +169,14 @@ def read_chunk(chunk: Chunk, branches: list[str]) -> tuple[ak.Array, int]:
     return arrays, int(source.num_requested_bytes - before)
 
 
-def _counts(values: ak.Array) -> np.ndarray:
-    """Entries per event of a jagged array: offset differences, no copy of the contents."""
+def _offsets(values: ak.Array) -> np.ndarray:
+    """Where each event's values start in the flat contents, from 0, plus the end: the layout's own
+    offsets when it has them, so checking costs a comparison and no copy."""
     layout = ak.to_layout(values)
     if isinstance(layout, ak.contents.ListOffsetArray):
         offsets = np.asarray(layout.offsets.data)
-        return np.asarray(offsets[1:] - offsets[:-1])
-    return np.asarray(ak.num(values, axis=1))
+        return offsets if len(offsets) == 0 or offsets[0] == 0 else offsets - offsets[0]
+    return np.concatenate(([0], np.cumsum(np.asarray(ak.num(values, axis=1), dtype=np.int64))))
 
 
 def check_lepton_counts(source: str, entry_start: int, events: ak.Array, jagged: list[str]) -> None:
@@ -187,23 +188,28 @@ def check_lepton_counts(source: str, entry_start: int, events: ak.Array, jagged:
     """
     if not jagged:
         return
-    reference_name = LEPTON_COUNT_BRANCH if LEPTON_COUNT_BRANCH in events.fields else jagged[0]
-    reference = np.asarray(events[reference_name]) if reference_name == LEPTON_COUNT_BRANCH \
-        else _counts(events[reference_name])
-    for name in jagged:
-        if name == reference_name:
-            continue
-        counts = _counts(events[name])
-        if np.array_equal(counts, reference):
-            continue
-        entry = int(np.flatnonzero(counts != reference)[0])
-        raise InputError(
-            source,
-            f"entry {entry_start + entry} has {int(counts[entry])} values but {reference_name} "
-            f"{'is' if reference_name == LEPTON_COUNT_BRANCH else 'has'} {int(reference[entry])}; "
-            "per-lepton branches must agree in every event",
-            field=name,
-        )
+    reference = _offsets(events[jagged[0]])
+    for name in jagged[1:]:
+        offsets = _offsets(events[name])
+        if not np.array_equal(offsets, reference):
+            _count_mismatch(source, entry_start, name, np.diff(offsets), jagged[0], np.diff(reference))
+    if LEPTON_COUNT_BRANCH in events.fields:
+        declared = np.asarray(events[LEPTON_COUNT_BRANCH])
+        counts = np.diff(reference)
+        if not np.array_equal(counts, declared):
+            _count_mismatch(source, entry_start, jagged[0], counts, LEPTON_COUNT_BRANCH, declared)
+
+
+def _count_mismatch(source: str, entry_start: int, name: str, counts: np.ndarray, reference_name: str,
+                    reference: np.ndarray) -> NoReturn:
+    entry = int(np.flatnonzero(counts != reference)[0])
+    verb = "is" if reference_name == LEPTON_COUNT_BRANCH else "has"
+    raise InputError(
+        source,
+        f"entry {entry_start + entry} has {int(counts[entry])} values but {reference_name} {verb} "
+        f"{int(reference[entry])}; per-lepton branches must agree in every event",
+        field=name,
+    )
 
 
 _SIGNATURES = (
