@@ -48,9 +48,9 @@ def new_run_id() -> str:
 
 
 NAMING_HINT = (
-    "name it as its catalog sample, e.g. data_A.4lep.root, mc_345060.ggH125_ZZ4lep.4lep.root or "
-    "ODEO_FEB2025_v0_exactly4lep_<name>.exactly4lep.root, by renaming it or by a symbolic link with that "
-    "name (docs/data-access.md, \"Analysing your own files\")"
+    "name the file, or a symbolic link to it, as its sample in the catalog: data_A.4lep.root, "
+    "mc_345060.ggH125_ZZ4lep.4lep.root, ODEO_FEB2025_v0_exactly4lep_<name>.exactly4lep.root "
+    '(docs/data-access.md, "Analysing your own files")'
 )
 
 
@@ -145,8 +145,9 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
     for location in locations:
         try:
             rel, sample = recognise_file(location, release)
-        except CatalogError as exc:
-            raise CatalogError(f"{exc}; to analyse it, {NAMING_HINT}") from None
+        except CatalogError:
+            scope = f"release {release}" if release else "any release"
+            raise CatalogError(f"{location}: file name not recognised as a sample of {scope}; {NAMING_HINT}") from None
         if found_release is not None and rel.name != found_release.name:
             raise CatalogError(
                 f"{location}: belongs to release {rel.name}, but other inputs are of release "

@@ -4,6 +4,7 @@ and ``--allow-partial`` marks every output PARTIAL with what was lost."""
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -282,3 +283,51 @@ def test_entry_count_changed_on_workers(fault_pool: WorkerPool) -> None:  # noqa
     failures = store.status(run_id).failures
     assert failures and failures[0].source == str(data)
     assert "when the run was planned" in failures[0].reason
+
+
+@pytest.mark.integration
+def test_corpus_on_workers(fault_pool: WorkerPool) -> None:  # noqa: F811
+    """The whole corpus in one folder, one partial run on workers fenced to that folder: every case
+    ends as its named failure, its skip or its counted exclusion in results.json and the summary."""
+    from atlaspipe.physics.catalog import recognise_file
+    from tests import corpus
+
+    cases = tuple(c for c in corpus.CASES if c.name != "wrong-name")
+    allowed = corpus.build(fault_pool.tmp / "corpus", cases)
+    (allowed / "good").mkdir()
+    shutil.copyfile(GOOD, allowed / "good" / "data_A.4lep.root")
+    start_stages(fault_pool, extra_env={"ATLASPIPE_INPUT_ROOTS": str(allowed)})
+    partial = run_submit(fault_pool, "--input", str(allowed), "--allow-partial")
+    assert partial.returncode == 0 and "Traceback" not in partial.stderr, partial.stderr
+    run_dir = Path(next(line.split()[-1] for line in partial.stderr.splitlines() if "outputs will be in" in line))
+    results = RunResults.read(run_dir / "results.json")
+    assert results.status == "partial"
+    failures = {f.source: f for f in results.chunks.failed}
+    skipped = {s.source: s.reason for s in results.skipped_inputs}
+    counted = {**{n: s.events_non_finite for n, s in results.data.samples.items()},
+               **{n: s.events_non_finite for n, s in results.samples.items()}}
+    for case in cases:
+        path = str(case.path(fault_pool.tmp / "corpus"))
+        if case.outcome == "error":
+            assert path in failures, (case.name, sorted(failures))
+            assert re.search(case.reason, failures[path].reason), (case.name, failures[path].reason)
+            assert (failures[path].chunk_id is None) == case.planning, case.name
+            assert partial.stdout.count(path) == 1 or path not in partial.stdout, case.name
+        elif case.outcome == "skipped":
+            assert skipped[path] == case.reason, case.name
+            assert f"{path}: {case.reason}" in partial.stdout
+        else:
+            assert counted[recognise_file(path)[1].name] == case.excluded, case.name
+    assert "non-finite values (NaN/inf): 7 event(s) left out: " in partial.stdout, partial.stdout
+    manifest = Manifest.read(run_dir / "manifest.json")
+    text = (run_dir / "manifest.json").read_text()
+    assert not re.search(r"\w+:[x*!]?:\d+:\d+:", text) and "SECRET-PAGE" not in text
+    passwd = str(corpus.CASE_BY_NAME["link-to-passwd"].path(fault_pool.tmp / "corpus"))
+    assert [i.checksum for i in manifest.inputs if i.source == passwd] == [None]
+    assert 'id="non-finite"' in (run_dir / "report.html").read_text()
+    # A file no catalog names: the load worker says how to name it.
+    wrong = corpus.CASE_BY_NAME["wrong-name"]
+    corpus.build(fault_pool.tmp / "corpus", (wrong,))
+    refused = run_submit(fault_pool, "--input", str(wrong.path(fault_pool.tmp / "corpus")))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert re.search(wrong.reason, refused.stderr), refused.stderr
