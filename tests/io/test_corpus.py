@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from atlaspipe.api import make_request
@@ -111,3 +112,16 @@ def test_nonexistent_input_is_not_found_not_outside(tmp_path: Path, monkeypatch:
     (tmp_path / "dangling.root").symlink_to(tmp_path / "nothing")
     with pytest.raises(AtlaspipeError, match="symbolic link to a missing file"):
         check_submitted_inputs([str(tmp_path / "dangling.root")])
+
+
+def test_non_finite_counts_merge_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut into many chunks, the excluded events add up to the same count, and the histograms to
+    the same sums (up to the order of the floating-point additions), as in one chunk."""
+    case = corpus.CASE_BY_NAME["nan-weights"]
+    _, whole = _plan(case, tmp_path / "one", monkeypatch, allow_partial=False, chunk_size=100_000)
+    _, cut = _plan(case, tmp_path / "many", monkeypatch, allow_partial=False, chunk_size=300)
+    assert len(cut.chunks) > len(whole.chunks) + 4
+    one, many = _run(whole).samples["ggH125_ZZ4lep"], _run(cut).samples["ggH125_ZZ4lep"]
+    assert one.events_non_finite == many.events_non_finite == case.excluded
+    assert one.events_selected == many.events_selected
+    np.testing.assert_allclose(many.histograms["m4l"].sumw, one.histograms["m4l"].sumw, rtol=1e-12)
