@@ -3,6 +3,7 @@ and ``--allow-partial`` marks every output PARTIAL with what was lost."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -248,7 +249,9 @@ def test_paths_outside_the_input_roots_are_refused(fault_pool: WorkerPool, where
         link.symlink_to(outside / "data_A.4lep.root")
         target = str(link)
     else:
-        target = where
+        # As many parents as it takes from the workers' folder: an existing file, so the refusal is
+        # the fence's and not "file not found".
+        target = os.path.relpath("/etc/passwd", fault_pool.tmp)
     try:
         completed = run_submit(fault_pool, "--input", target)
     finally:
