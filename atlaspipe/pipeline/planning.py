@@ -13,10 +13,11 @@ from pathlib import Path
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import CatalogError, ConfigError, InputError
+from atlaspipe.io.identify import release_of_file
 from atlaspipe.io.reading import open_tree
 from atlaspipe.io.sources import check_location
 from atlaspipe.model import Chunk, PlannedFile, RunPlan
-from atlaspipe.physics.catalog import Release, load_release, recognise_file
+from atlaspipe.physics.catalog import Release, is_generated_title, load_release, recognise_file
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class FileLayout:
     entries: int
     size_bytes: int | None
     cluster_starts: tuple[int, ...]
+    title: str = ""
 
 
 def new_run_id() -> str:
@@ -96,11 +98,11 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
     files: list[InputFile] = []
     found_release: Release | None = None
     for location in locations:
-        rel, sample = recognise_file(location, release)
+        rel, sample = recognise_file(location, release, release_of_file(location))
         if found_release is not None and rel.name != found_release.name:
             raise CatalogError(
-                f"{location}: belongs to release {rel.name}, but other inputs are of release "
-                f"{found_release.name}; run one release at a time"
+                f"inputs mix releases {found_release.name} and {rel.name} ({location} is {rel.name}); "
+                "run one release at a time"
             )
         found_release = rel
         files.append(InputFile(rel.name, sample.name, location, rel.tree))
@@ -138,7 +140,7 @@ def file_layout(source: str, tree: str) -> FileLayout:
     entries = int(ttree.num_entries)
     starts = tuple(int(x) for x in ttree.common_entry_offsets()) if entries else (0,)
     size = key[3] if key[3] >= 0 and "://" not in source else None
-    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts)
+    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts, title=str(ttree.title or ""))
     with _layout_lock:
         _layout_cache[key] = layout
     return layout
@@ -195,7 +197,8 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
             described.append(PlannedFile(**asdict(input_file), error=layout.reason))
             notes.append(f"{layout}; the file is left out of this partial run")
             continue
-        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
+        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes,
+                                     generated=is_generated_title(layout.title)))
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
             continue
