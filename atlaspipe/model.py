@@ -466,6 +466,12 @@ class DataSummary(Document):
     channels: dict[str, Histogram]
     samples: dict[str, DataCounts] = Field(default_factory=dict)
 
+    @property
+    def given(self) -> bool:
+        """Whether the run read data at all (a period selecting no event counts; an MC-only run does not)."""
+        return (self.kind is not None or bool(self.samples) or self.events_read > 0
+                or self.m4l.total + self.m4l.underflow + self.m4l.overflow > 0)
+
 
 class Significance(Document):
     """The notebook's figure and the Asimov median significance in the mass window."""
