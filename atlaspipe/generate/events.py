@@ -168,8 +168,9 @@ class DataPeriod:
 @cache
 def data_periods(release: str) -> tuple[DataPeriod, ...]:
     """The release's data periods with the luminosities and run ranges the catalog gives them."""
-    return tuple(DataPeriod(d["name"], float(d["luminosity_fb"]), (int(d["runs"][0]), int(d["runs"][1])))
-                 for d in _raw_catalog(release)["data"])
+    runs = {d["name"]: (int(d["runs"][0]), int(d["runs"][1])) for d in _raw_catalog(release)["data"]}
+    return tuple(DataPeriod(s.name, float(s.luminosity_fb or 0.0), runs[s.name])
+                 for s in load_release(release).samples if s.is_data)
 
 
 def calibration_range(release: str) -> tuple[float, float] | None:

@@ -105,6 +105,7 @@ class YieldTable:
             "groups": [{"id": g.id, "text": g.text, "kind": g.kind, "yields": by_key(g.yields)} for g in self.groups],
             "total_mc": by_key(self.total_mc),
             "data": {k: self.data[k] for k in self.keys},
+            "data_label": self.data_label,
         }
 
 
