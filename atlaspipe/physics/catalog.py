@@ -309,6 +309,8 @@ def release_of_trees(trees: Mapping[str, Collection[str]]) -> str | None:
     The tree name decides (``mini`` 2020, ``analysis`` 2025e); should a file hold both, the tree
     holding every branch the release's analysis reads does.
     """
+    # Imported here: the selection pulls in awkward, which readers of the catalog alone (the
+    # submit client, the web server) need not load.
     from atlaspipe.physics.selection import required_branches
 
     candidates = [name for name in RELEASES if load_release(name).tree in trees]
