@@ -344,7 +344,7 @@ def recognise_file(location: str, release: str | None = None,
     found = f" (its tree '{load_release(content_release).tree}' is release {content_release}'s)" \
         if content_release else ""
     raise CatalogError(
-        f"{location}: file name not recognised as a sample of {scope}{found} "
+        f"{location}: file name not recognised as a sample of {scope}{found}"
         "; name the file, or a symbolic link to it, as its sample in the catalog: data_A.4lep.root, "
         "mc_345060.ggH125_ZZ4lep.4lep.root, ODEO_FEB2025_v0_exactly4lep_<name>.exactly4lep.root "
         '(docs/data-access.md, "Analysing your own files")'
