@@ -114,7 +114,7 @@ class AnalysisConfig(BaseModel):
             if defined.name == name:
                 return Sample(name=name, release=self.release, kind=defined.kind, file_name="", path="",
                               group=defined.group, xsec_pb=defined.xsec_pb, sumw=defined.sumw,
-                              red_eff=defined.red_eff)
+                              red_eff=defined.red_eff, luminosity_fb=defined.luminosity_fb)
         return load_release(self.release).sample(name)
 
     @model_validator(mode="after")

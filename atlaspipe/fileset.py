@@ -9,7 +9,7 @@ file → tree name. Keys may also sit under coffea's ``metadata``. As JSON::
       "higgs": {"files": ["/data/a.root", "/data/b.root"], "catalog": "ggH125_ZZ4lep"},
       "my_zz": {"files": {"/data/zz.root": "mini"}, "group": "background_zz", "xsec_pb": 1.25,
                 "sumw": 2.0e6, "red_eff": 0.5},
-      "run2":  {"files": ["/data/d.root"], "kind": "data"}
+      "run2":  {"files": ["/data/d.root"], "kind": "data", "luminosity_fb": 4.7}
     }
 
 or the same in TOML (``[higgs]`` with ``files = [...]``). Relative paths are relative to the
@@ -40,6 +40,8 @@ class SampleDefinition(BaseModel):
     xsec_pb: float | None = Field(None, gt=0)
     sumw: float | None = Field(None, gt=0)
     red_eff: float | None = Field(None, gt=0)
+    luminosity_fb: float | None = Field(None, gt=0)
+    """A data sample's integrated luminosity, which the MC is scaled to."""
 
 
 class FilesetEntry(BaseModel):
@@ -57,6 +59,8 @@ class FilesetEntry(BaseModel):
     xsec_pb: float | None = Field(None, gt=0)
     sumw: float | None = Field(None, gt=0)
     red_eff: float | None = Field(None, gt=0)
+    luminosity_fb: float | None = Field(None, gt=0)
+    """A data sample's integrated luminosity (the MC is scaled to the data's)."""
 
     @model_validator(mode="before")
     @classmethod

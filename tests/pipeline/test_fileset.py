@@ -37,7 +37,7 @@ def _renamed_embedded(folder: Path) -> dict[str, object]:
             fileset["my_higgs"] = {"files": {target.name: "mini"}, "metadata": {
                 "group": sample.group, "xsec": sample.xsec_pb, "sumw": sample.sumw, "red_eff": sample.red_eff}}
         elif sample.name == "data_A":
-            fileset["period_a"] = {"files": [target.name], "kind": "data"}
+            fileset["period_a"] = {"files": [target.name], "kind": "data", "luminosity_fb": sample.luminosity_fb}
         elif index % 2:
             fileset[sample.name] = [target.name]
         else:
@@ -119,6 +119,8 @@ def test_fileset_samples_are_checked_against_the_release(tmp_path: Path) -> None
         resolve_inputs(None, fileset=parse_fileset({"d": {"files": [str(data)], "kind": "data", "group": "nope"}}))
     with pytest.raises(ConfigError, match="catalog sample name"):
         resolve_inputs(None, fileset=parse_fileset({"llll": {"files": [str(data)], "xsec_pb": 1, "sumw": 2}}))
+    with pytest.raises(ConfigError, match="data need luminosity_fb"):
+        resolve_inputs(None, fileset=parse_fileset({"d": {"files": [str(data)], "kind": "data"}}))
     with pytest.raises(ConfigError, match="not both"):
         resolve_inputs(None, [str(data)], fileset=parse_fileset({"d": {"files": [str(data)], "kind": "data"}}))
 
@@ -134,10 +136,11 @@ def test_a_submitted_fileset_is_fenced_by_the_input_roots(tmp_path: Path, monkey
         shutil.copyfile(embedded_sample_dir() / "Data" / "data_A.4lep.root", folder / "run.root")
     monkeypatch.setenv("ATLASPIPE_INPUT_ROOTS", str(inside))
     fenced = AnalysisStages(fence_inputs=True)
-    request = make_request(fileset={"x": {"files": [str(outside / "run.root")], "kind": "data"}}, output=tmp_path)
+    data = {"kind": "data", "luminosity_fb": 0.5}
+    request = make_request(fileset={"x": {"files": [str(outside / "run.root")], **data}}, output=tmp_path)
     with pytest.raises(InputError, match="ATLASPIPE_INPUT_ROOTS"):
         fenced.plan(request)
-    request = make_request(fileset={"x": {"files": [str(inside / "run.root")], "kind": "data"}}, output=tmp_path)
+    request = make_request(fileset={"x": {"files": [str(inside / "run.root")], **data}}, output=tmp_path)
     plan = fenced.plan(request)
     assert [(f.sample, f.source) for f in plan.files] == [("x", str(inside / "run.root"))]
     assert plan.config.samples[0].kind == "data"
