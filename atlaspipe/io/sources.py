@@ -218,3 +218,33 @@ def check_remote_readable(url: str, timeout: float = 10.0) -> None:
         raise InputError(url, f"not reachable: {exc}") from exc
     if response.status_code >= 400:
         raise InputError(url, f"HTTP {response.status_code} {response.reason}")
+
+
+RANGE_HINT = ("download it first (atlaspipe fetch --base-url …, or --fetch), or serve the files with a server "
+              "that supports Range")
+
+
+def http_problem(url: str, timeout: float = 10.0) -> str | None:
+    """Why ``url`` cannot be streamed, when opening it failed: unreachable, an HTTP error, or a server
+    without HTTP range requests (uproot reads a remote file by ranges; ``python -m http.server``
+    answers every request with the whole file). None when the server looks fine, so the file is to blame.
+    """
+    if url_scheme(url) not in ("http", "https"):
+        return None
+    try:
+        with requests.get(url, headers={"Range": "bytes=0-3"}, timeout=timeout, stream=True,
+                          allow_redirects=True) as response:
+            status, reason = response.status_code, response.reason
+            ranged = status == 206 or response.headers.get("Content-Range", "").startswith("bytes 0-3/")
+    except requests.RequestException as exc:
+        return f"not reachable ({type(exc).__name__}: {_first_line(exc)})"
+    if status >= 400:
+        return f"HTTP {status} {reason}"
+    if not ranged:
+        return f"server does not support HTTP range requests (answered {status} to a Range request); {RANGE_HINT}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atlaspipe.model import RunResults, RunState, RunStatus
-from atlaspipe.results.tables import pad
+from atlaspipe.results.tables import aligned
 
 MAX_LISTED = 20
 """Failed chunks listed in the terminal; status.json lists more."""
@@ -17,14 +17,12 @@ def format_summary(results: RunResults, run_dir: Path, wall_seconds: float | Non
     title = f"run {results.run_id} · release {results.release} · {results.luminosity_fb:g} fb⁻¹"
     if results.partial:
         title += " · PARTIAL"
-    names = [*results.samples, "data", "sample"]
-    width = max(len(n) for n in names)
-    lines = [title, f"{pad('sample', width)} {'selected':>9} {'yield':>12} {'± stat':>10}"]
-    for name, sample in results.samples.items():
-        lines.append(f"{pad(name, width)} {sample.events_selected:>9} {sample.expected:>12.4f} "
-                     f"{sample.expected_uncertainty:>10.4f}")
     data = results.data
-    lines.append(f"{pad('data', width)} {data.events_selected:>9} {data.events_in_range:>12} {'(in range)':>10}")
+    rows = [("sample", "selected", "yield", "± stat"),
+            *((name, str(s.events_selected), f"{s.expected:.4f}", f"{s.expected_uncertainty:.4f}")
+              for name, s in results.samples.items()),
+            ("data", str(data.events_selected), str(data.events_in_range), "(in range)")]
+    lines = [title, *aligned(rows, (False, True, True, True), gap="  ")]
     significance = results.significance
     if significance is not None:
         lo, hi = significance.window_gev
