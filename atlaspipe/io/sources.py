@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -246,5 +247,11 @@ def http_problem(url: str, timeout: float = 10.0) -> str | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else ""
+    """The cause in a few words: the system's error (``[Errno 111] Connection refused``) where requests
+    wraps one in urllib3's long messages, else the first line."""
+    text = str(exc).strip()
+    errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if errno_text:
+        return errno_text.group(0).strip()
+    lines = text.splitlines()
+    return lines[0][:200] if lines else ""
