@@ -299,3 +299,16 @@ def test_the_readme_commands_run_as_written(tmp_path: Path) -> None:
     assert "Traceback" not in stderr, stderr[-4000:]
     assert not left, f"the README's workers were still running after its kill: {left}"
     print(f"README: {len(announced)} commands in {took:.1f} s:", *announced, sep="\n  ")
+
+
+GENERATED = ("compose/.env", "compose/secrets/")
+"""Paths the README names that ``scripts/docker-run.sh --init`` writes, absent from a clone."""
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    text = README.read_text()
+    links = re.findall(r"\]\(([^)#\s]+)\)", text)
+    named = re.findall(r"`((?:atlaspipe|tests|scripts|compose|helm|docs|benchmarks)/[^`\s]*)`", text)
+    missing = sorted({path for path in [*links, *named] if "://" not in path and not path.startswith(GENERATED)
+                      and not (REPO / path.rstrip("/")).exists()})
+    assert not missing, f"the README names paths that do not exist: {missing}"
