@@ -193,8 +193,12 @@ def fresh_clone(tmp: Path) -> Path:
     """A folder that looks like a fresh clone: the tracked top-level entries, ``.venv`` and ``../shared``."""
     clone = tmp / "atlaspipe"
     clone.mkdir()
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in sorted({line.split("/", 1)[0] for line in tracked.splitlines()}):
+    try:
+        tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        names = {line.split("/", 1)[0] for line in tracked.splitlines()}
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked archive)
+        names = {p.name for p in REPO.iterdir() if not p.name.startswith(".") and p.name != "atlaspipe-output"}
+    for name in sorted(names):
         (clone / name).symlink_to(REPO / name)
     (clone / ".venv").symlink_to(Path(sys.prefix))
     (tmp / "shared").symlink_to(require_shared("atlas-opendata").parent)
