@@ -38,6 +38,8 @@ from pathlib import Path
 
 import pytest
 
+from atlaspipe.errors import InputError
+from atlaspipe.io.input_roots import check_submitted_inputs
 from tests.conftest import IN_CI, REPO, require_shared, services_up
 
 pytestmark = pytest.mark.readme
@@ -316,3 +318,26 @@ def test_every_path_the_readme_names_exists() -> None:
     missing = sorted({path for path in [*links, *named] if "://" not in path and not path.startswith(GENERATED)
                       and not (REPO / path.rstrip("/")).exists()})
     assert not missing, f"the README names paths that do not exist: {missing}"
+
+
+def test_the_input_roots_export_of_the_readme_keeps_the_cache_allowed(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`atlaspipe bench --events` generates its dataset in the cache: the README's export must not fence it out."""
+
+    export = next(c for b in readme_blocks(README.read_text()) for _, c in b.commands
+                  if c.startswith("export ATLASPIPE_INPUT_ROOTS="))
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    value = subprocess.run(["bash", "-c", f'{export.split(" #")[0]}; printf %s "$ATLASPIPE_INPUT_ROOTS"'],
+                           cwd=clone, capture_output=True, text=True, check=True).stdout
+    assert value.startswith(str(clone)), value
+    monkeypatch.setenv("ATLASPIPE_INPUT_ROOTS", value)
+    monkeypatch.setenv("ATLASPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    bench_file = tmp_path / "cache" / "bench" / "2020-300000" / "mc_345060.ggH125_ZZ4lep.4lep.root"
+    bench_file.parent.mkdir(parents=True)
+    bench_file.write_bytes(b"root")
+    check_submitted_inputs([str(bench_file), str(clone)])
+    elsewhere = tmp_path / "elsewhere.root"
+    elsewhere.write_bytes(b"root")
+    with pytest.raises(InputError, match="outside the allowed input folders"):
+        check_submitted_inputs([str(elsewhere)])
