@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_statistics import LOST_CHUNK, histogram, make_results, with_data, with_samples
+from synthetic_results import LOST_CHUNK, histogram, make_results, with_data, with_samples
 
 from atlaspipe.model import Failure, RunResults, RunState, RunStatus
 from atlaspipe.results.plotting import PARTIAL_STAMP, build_figures, draw_all, plot_inputs
