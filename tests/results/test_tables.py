@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from test_statistics import make_results
+from synthetic_results import make_results
 
 from atlaspipe.results.summary import format_summary
 from atlaspipe.results.tables import aligned, text_width
