@@ -99,11 +99,11 @@ def format_failed(status: RunStatus, resume_command: str | None = None, limit: i
 
     Without failed chunks this is one line: the reason, the run folder and, for a failed run, how
     to finish it once the cause is fixed. Failed chunks and files follow on their own lines, the
-    first ``limit`` of them. ``resume_command`` defaults to ``atlaspipe-submit resume RUN_ID`` for
+    first ``limit`` of them. ``resume_command`` defaults to ``atlaspipe resume RUN_ID`` for
     a distributed run; an in-process run has none unless given.
     """
     if resume_command is None and status.executor == "celery":
-        resume_command = f"atlaspipe-submit resume {status.run_id}"
+        resume_command = f"atlaspipe resume {status.run_id}"
     reason = status.message or ("cancelled" if status.state is RunState.CANCELLED else "no reason recorded")
     tail = []
     if status.run_dir:
