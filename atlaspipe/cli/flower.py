@@ -7,6 +7,7 @@ credentials, so they never appear in the process's arguments.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,17 @@ from collections.abc import Sequence
 from atlaspipe.cli.common import warn_secret_in_argv
 from atlaspipe.config import secret
 from atlaspipe.ops.flower import check_flower_auth, flower_argv
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """What ``atlaspipe flower --help`` would list if it did not hand over to Flower's own help."""
+    parser.add_argument("options", nargs=argparse.REMAINDER, metavar="FLOWER OPTIONS",
+                        help="Flower's options (--port 5555, --address 127.0.0.1, ...), handed over to "
+                        "'celery -A atlaspipe flower'")
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args.options)
 
 
 def run(arguments: Sequence[str]) -> int:

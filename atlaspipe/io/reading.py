@@ -84,7 +84,12 @@ def open_file(source: str) -> Any:
         # A worker's time limit, not a property of the file: the task retries it.
         raise
     except Exception as exc:  # uproot reports bad files through many exception types
-        raise InputError(source, f"not a readable ROOT file ({_looks_like(source) or type(exc).__name__})") from None
+        from atlaspipe.io.sources import http_problem
+
+        # A remote file may be fine and its server the problem (unreachable, no range requests).
+        reason = http_problem(source) if "://" in source else None
+        raise InputError(source, reason or f"not a readable ROOT file ({_looks_like(source) or type(exc).__name__})"
+                         ) from None
     log.debug("opened %s", redact_url(source))
     with _open_files_lock:
         _open_files[key] = handle

@@ -196,6 +196,14 @@ def pad(text: str, width: int, right: bool = False) -> str:
     return fill + text if right else text + fill
 
 
+def aligned(rows: Sequence[Sequence[str]], right: Sequence[bool], gap: str = " ") -> list[str]:
+    """``rows`` of cells as lines, each column as wide as its widest cell in terminal columns
+    (``right``: per column, align to the right), so that no name or number breaks the columns."""
+    widths = [max(text_width(row[i]) for row in rows) for i in range(len(right))]
+    return [gap.join(pad(cell, width, right=r) for cell, width, r in zip(row, widths, right, strict=True)).rstrip()
+            for row in rows]
+
+
 def _md_escape(text: str) -> str:
     # ZZ* and similar names must not open Markdown emphasis.
     return text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_").replace("|", "\\|")
