@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("atlaspipe.cli.bench", "run a pipeline while sampling the CPU and memory of every service"),
     "cpu-report": ("atlaspipe.cli.cpu_report", "compare the CPU data of several deployments"),
     "flower": ("atlaspipe.cli.flower", "Flower for the workers, refused beyond localhost without authentication"),
+    "exporter": ("atlaspipe.cli.exporter", "Prometheus metrics of the queues, workers and runs"),
 }
 PASSTHROUGH = frozenset({"flower"})
 """Commands whose options belong to another program, handed over unparsed."""
