@@ -263,6 +263,8 @@ def _on_worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
 
 def _on_worker_shutdown(**_: Any) -> None:
     if _state.server is not None and os.getpid() == _state.main_pid:
+        # The main process holds live gauges too (the zero series): a shared folder must not keep them.
+        _on_worker_process_shutdown(os.getpid())
         _state.server.shutdown()
         _state.server.server_close()
         _state.server = None

@@ -226,8 +226,12 @@ def test_exporter_values_after_a_run_across_prefork_children(worker_pool: Worker
         chunk = {"name": "atlaspipe.process_chunk", "hostname": process_host}
         for event in ("received", "started", "succeeded"):
             assert total(samples, f"celery_task_{event}_total", **chunk) == chunks, event
-        for event in ("failed", "retried", "revoked", "sent"):
+        for event in ("failed", "retried", "revoked"):
             assert total(samples, f"celery_task_{event}_total") == 0, event
+        # The process worker's pool children publish the aggregation (the chord callback, and the
+        # completing chunk's own trigger; the claim lets only one of them run).
+        sent = {lab["name"]: v for lab, v in samples["celery_task_sent_total"] if v}
+        assert set(sent) == {"atlaspipe.aggregate_run"} and sent["atlaspipe.aggregate_run"] >= 1
         assert total(samples, "celery_task_runtime_count", **chunk) == chunks
         assert total(samples, "celery_task_runtime_sum", **chunk) > 0
         assert total(samples, "celery_worker_tasks_active", hostname=process_host) == 0
@@ -250,9 +254,9 @@ def test_exporter_values_after_a_run_across_prefork_children(worker_pool: Worker
         assert total(load, "celery_task_sent_total", name="atlaspipe.process_chunk", hostname=names[0]) == chunks
         late = scrape(late_port)
         assert {lab["stage"] for lab, _ in late["atlaspipe_worker_cpu_seconds_total"]} == {"aggregate+plot"}
-        assert total(late, "atlaspipe_tasks_succeeded_total", stage="aggregate") == 1
-        assert total(late, "atlaspipe_tasks_succeeded_total", stage="plot") == 1
-        assert total(late, "celery_task_succeeded_total", name="atlaspipe.finalize_run", hostname=names[2]) == 1
+        assert total(late, "atlaspipe_tasks_succeeded_total", stage="aggregate") >= 1  # a duplicate is a no-op
+        assert total(late, "atlaspipe_tasks_succeeded_total", stage="plot") >= 1
+        assert total(late, "celery_task_succeeded_total", name="atlaspipe.finalize_run", hostname=names[2]) >= 1
 
         cluster = scrape(exporter_port)
         assert {lab["queue_name"]: v for lab, v in cluster["celery_queue_length"]} == \
