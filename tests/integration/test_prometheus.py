@@ -146,8 +146,9 @@ def test_prometheus_counts_every_chunk_and_bench_reads_it(worker_pool: WorkerPoo
         done = f'sum(atlaspipe_tasks_succeeded_total{{stage="{stage}"}})'
         wait_for(lambda done=done: bool(query(base, done)) and float(query(base, done)[0]["value"][1]) >= 1,
                  15, f"the {stage} counter")
+    # One series for the pool, however many children it had (no pid label).
     children = query(base, 'atlaspipe_worker_process_cpu_seconds_total{stage="process",role="pool"}')
-    assert len(children) == 2
+    assert len(children) == 1 and float(children[0]["value"][1]) > 0
 
     # Flower's own /metrics, populated from the workers' task events.
     flower_succeeded = 'sum(flower_events_total{task="atlaspipe.process_chunk",type="task-succeeded"})'

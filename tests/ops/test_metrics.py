@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from atlaspipe.errors import ConfigError
+from atlaspipe.ops.families import FAMILIES, family_of
 from atlaspipe.ops.flower import check_flower_auth, flower_argv
 from atlaspipe.ops.metrics import WorkerResourceCollector
 from tests.conftest import REPO, WorkerPool
@@ -208,6 +209,15 @@ def test_exporter_values_after_a_run_across_prefork_children(worker_pool: Worker
         for text in texts.values():
             promtool_lint(text)
             assert "pid=" not in text
+        # Exactly the documented families (atlaspipe.ops.families), each from its documented source.
+        from atlaspipe.cpu.sampling import parse_exposition
+
+        def served(*ports: int) -> set[str]:
+            return {family_of(name) for port in ports for name in parse_exposition(texts[port])}
+
+        assert served(process_port, load_port, late_port) == {f.name for f in FAMILIES if f.source == "worker"}
+        assert served(exporter_port) == {f.name for f in FAMILIES if f.source == "exporter"}
+
         samples = scrape(process_port)
         task = {"stage": "process", "task": "atlaspipe.process_chunk"}
         assert total(samples, "atlaspipe_tasks_started_total", **task) == chunks
