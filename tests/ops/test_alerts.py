@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from atlaspipe.ops.families import BY_NAME, family_of
-from tests.conftest import REPO
+from tests.conftest import IN_CI, REPO
 
 RULES = REPO / "ops" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "ops" / "prometheus" / "alerts.test.yml"
@@ -24,7 +23,7 @@ def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
         reason = "promtool is not installed (Debian's prometheus package; scripts/system-packages.sh)"
-        if os.environ.get("CI", "").lower() == "true":
+        if IN_CI:
             pytest.fail(reason + " (required in CI)")
         pytest.skip(reason)
     return found

@@ -18,7 +18,7 @@ from atlaspipe.errors import ConfigError
 from atlaspipe.ops.families import FAMILIES, family_of
 from atlaspipe.ops.flower import check_flower_auth, flower_argv
 from atlaspipe.ops.metrics import WorkerResourceCollector
-from tests.conftest import REPO, WorkerPool
+from tests.conftest import IN_CI, REPO, WorkerPool
 from tests.integration.test_distributed import run_dir_of, submit
 
 
@@ -130,7 +130,6 @@ def test_resource_collector_covers_children_and_reaped_ones() -> None:
 
 
 PROMTOOL = shutil.which("promtool")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def promtool_lint(text: str) -> None:
