@@ -22,25 +22,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stall-seconds", type=float, default=None,
                         help="a running run with no progress, nothing running and nothing queued for this long "
                              "counts as stalled (default: as atlaspipe-submit, 60)")
-    parser.add_argument("--ping-timeout", type=float, default=1.0,
-                        help="seconds to wait for the workers' answers at each scrape (default 1)")
 
 
 def main(args: argparse.Namespace) -> int:
     from atlaspipe.config import RuntimeSettings
     from atlaspipe.pipeline.celery.app import create_app
     from atlaspipe.pipeline.celery.client import STALL_SECONDS
-    from atlaspipe.pipeline.celery.monitor import ClusterCollector, configured_queues, serve
+    from atlaspipe.pipeline.celery.monitor import ClusterCollector, WorkerWatch, configured_queues, serve
     from atlaspipe.pipeline.celery.records import RunRecords
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be between 0 and 65535")
-    if not 0 < args.ping_timeout < 30:
-        raise ConfigError(f"--ping-timeout {args.ping_timeout:g}: must be between 0 and 30 seconds")
+    if args.stall_seconds is not None and args.stall_seconds <= 0:
+        raise ConfigError(f"--stall-seconds {args.stall_seconds:g}: must be positive")
     runtime = RuntimeSettings.from_env()
     app = create_app(runtime.broker_url, runtime.result_backend)
     collector = ClusterCollector(app, RunRecords(runtime.result_backend, attempts=1), configured_queues(app),
-                                 stall_seconds=args.stall_seconds or STALL_SECONDS, ping_timeout=args.ping_timeout)
+                                 WorkerWatch(app).start(), stall_seconds=args.stall_seconds or STALL_SECONDS)
     try:
         server = serve(collector, args.port, args.address)
     except OSError as exc:

@@ -55,7 +55,7 @@ def build() -> dashboard.Dashboard:
     board = (
         board.with_row(dashboard.Row("Cluster (atlaspipe exporter)"))
         .with_panel(_stat("Workers up", "sum(celery_worker_up)",
-                          description="Workers that answered the exporter's last ping"))
+                          description="Workers whose heartbeats arrive (celery_worker_up)"))
         .with_panel(_stat("Running runs", 'sum(atlaspipe_runs{state="running"})'))
         .with_panel(_stat("Stalled runs", "sum(atlaspipe_runs_stalled)",
                           description="No progress, nothing running, nothing queued: atlaspipe-submit resume"))

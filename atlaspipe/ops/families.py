@@ -43,7 +43,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("celery_worker_tasks_active", "gauge", ("hostname",), "worker", "tasks the worker is running now"),
     # celery-exporter compatible, from atlaspipe exporter
     Family("celery_worker_up", "gauge", ("hostname",), "exporter",
-           "1 if the worker answered the last ping; 0 for 10 minutes after it stopped answering"),
+           "1 while the worker's heartbeat events arrive; 0 once they stop without a clean shutdown"),
     Family("celery_queue_length", "gauge", ("queue_name",), "exporter", "messages waiting in the stage queue"),
     Family("celery_queue_consumers", "gauge", ("queue_name",), "exporter",
            "consumers of the stage queue (celery-exporter: celery_active_consumer_count)"),

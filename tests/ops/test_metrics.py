@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -288,11 +289,20 @@ def test_exporter_values_after_a_run_across_prefork_children(worker_pool: Worker
                 if family.type == "counter":
                     assert sample.name.endswith("_total"), sample.name
 
-        # A stopped worker: down for the exporter, no consumer left on its queue.
-        worker_pool.stop("late")
-        stopped = scrape(exporter_port)
-        assert {lab["hostname"]: v for lab, v in stopped["celery_worker_up"]}[names[2]] == 0
+        # A worker killed without a goodbye is down once its heartbeats are late; one that shuts
+        # down cleanly (worker-offline) is simply gone. Neither leaves a consumer on its queues.
+        worker_pool.stop("late", signal.SIGKILL)
+        worker_pool.stop("load")
+        deadline = time.monotonic() + 40
+        while True:
+            stopped = scrape(exporter_port)
+            up = {lab["hostname"]: v for lab, v in stopped["celery_worker_up"]}
+            if up == {names[1]: 1, names[2]: 0} or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert up == {names[1]: 1, names[2]: 0}
         assert total(stopped, "celery_queue_consumers", queue_name="plot") == 0
+        assert total(stopped, "celery_queue_consumers", queue_name="load") == 0
 
         # A child's live gauge file goes when the child does (mark_process_dead on process shutdown).
         worker_pool.stop("process")

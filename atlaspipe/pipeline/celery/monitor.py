@@ -5,8 +5,10 @@ read here at every scrape, so a value is never older than the scrape:
 
 - ``celery_queue_length`` and ``celery_queue_consumers`` per stage queue, from an AMQP passive
   ``queue_declare`` (the broker's own count; no management plugin),
-- ``celery_worker_up`` per worker hostname, from a broadcast ``ping``: a worker that answered within
-  ``forget_seconds`` and no longer does is reported as 0 until it is forgotten,
+- ``celery_worker_up`` per worker hostname, from the workers' own events (``WorkerWatch``, as
+  celery-exporter and Flower do): 1 while heartbeats arrive, 0 once they stop without a goodbye (a
+  crashed or frozen worker) until ``forget_seconds`` later; a worker that shuts down cleanly sends
+  ``worker-offline`` and its series goes at once, so scaling down is not an outage,
 - ``atlaspipe_runs`` per state and ``atlaspipe_runs_stalled`` over the recent run records.
 
 Every label is bounded: queue names come from the configuration, states from ``RunState``, and
@@ -37,6 +39,8 @@ DEFAULT_PORT = 9809
 RECENT_RUNS = 200
 """Runs read per scrape (newest first): older runs are terminal or long stalled."""
 FORGET_SECONDS = 600.0
+"""A worker silent this long is forgotten (its series goes): celery-exporter's default purge delay."""
+HEARTBEAT_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,53 @@ def _timestamp(text: str) -> float:
         return 0.0
 
 
+class WorkerWatch:
+    """Which workers are alive, from their ``worker-online`` / ``worker-heartbeat`` / ``worker-offline``
+    events (celeryconfig sends them every 2 s), read by a background thread that reconnects on its own."""
+
+    def __init__(self, app: Celery, forget_seconds: float = FORGET_SECONDS) -> None:
+        self.app = app
+        self.forget_seconds = forget_seconds
+        self.connected = threading.Event()
+        self._heard: dict[str, tuple[float, float]] = {}  # hostname -> (last event, heartbeat expiry)
+        self._lock = threading.Lock()
+
+    def start(self) -> WorkerWatch:
+        threading.Thread(target=self._listen, name="atlaspipe-worker-events", daemon=True).start()
+        return self
+
+    def _listen(self) -> None:
+        handlers = {"worker-online": self._alive, "worker-heartbeat": self._alive, "worker-offline": self._gone}
+        while True:
+            try:
+                with self.app.connection_for_read() as connection:
+                    receiver = self.app.events.Receiver(connection, handlers=handlers, routing_key="worker.#")
+                    self.connected.set()
+                    # wakeup: every worker answers with a heartbeat now, not within the next 2 s.
+                    receiver.capture(limit=None, timeout=None, wakeup=True)
+            except Exception as exc:  # whatever the transport raises; the broker may come back
+                log.warning("worker events: %s; reconnecting in 5 s", exc)
+            self.connected.clear()
+            time.sleep(5)
+
+    def _alive(self, event: dict[str, Any]) -> None:
+        # A worker is late after missing a few heartbeats (celery's own rule: twice the interval).
+        expiry = max(HEARTBEAT_GRACE_SECONDS, 3 * float(event.get("freq") or 2.0))
+        with self._lock:
+            self._heard[str(event["hostname"])] = (time.time(), expiry)
+
+    def _gone(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._heard.pop(str(event["hostname"]), None)
+
+    def up(self, now: float) -> dict[str, bool]:
+        with self._lock:
+            for name, (last, _) in list(self._heard.items()):
+                if now - last > self.forget_seconds:
+                    del self._heard[name]
+            return {name: now - last <= expiry for name, (last, expiry) in sorted(self._heard.items())}
+
+
 @dataclass(eq=False)  # registries key collectors by identity
 class ClusterCollector:
     """A prometheus-client collector of the queues, workers and runs of one atlaspipe deployment."""
@@ -73,10 +124,8 @@ class ClusterCollector:
     app: Celery
     records: RunRecords
     queues: Sequence[str]
+    workers: WorkerWatch | None = None
     stall_seconds: float = STALL_SECONDS
-    ping_timeout: float = 1.0
-    forget_seconds: float = FORGET_SECONDS
-    last_seen: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def queue_stats(self) -> list[QueueStats]:
@@ -97,16 +146,6 @@ class ClusterCollector:
             finally:
                 channel.close()
         return stats
-
-    def workers_up(self, now: float) -> dict[str, bool]:
-        replies = self.app.control.ping(timeout=self.ping_timeout) or []
-        answered = {name for reply in replies for name in reply}
-        for name in answered:
-            self.last_seen[name] = now
-        for name, seen in list(self.last_seen.items()):
-            if now - seen > self.forget_seconds:
-                del self.last_seen[name]
-        return {name: name in answered for name in sorted(self.last_seen)}
 
     def run_counts(self, queued: dict[str, int], now: float) -> RunCounts:
         by_state = dict.fromkeys(RunState, 0)
@@ -135,10 +174,9 @@ class ClusterCollector:
             now = time.time()
             broker_up = backend_up = 1.0
             stats: list[QueueStats] = []
-            workers: dict[str, bool] = {}
+            workers = self.workers.up(now) if self.workers is not None else {}
             try:
                 stats = self.queue_stats()
-                workers = self.workers_up(now)
             except Exception as exc:  # whatever the transport raises: the broker is unreachable
                 log.warning("broker not readable: %s", exc)
                 broker_up = 0.0
@@ -158,8 +196,8 @@ class ClusterCollector:
         for s in stats:
             length.add_metric([s.name], s.messages)
             consumers.add_metric([s.name], s.consumers)
-        up = GaugeMetricFamily("celery_worker_up", "1 if the worker answered the last ping, 0 if it stopped "
-                               "answering (celery-exporter compatible)", labels=["hostname"])
+        up = GaugeMetricFamily("celery_worker_up", "1 while the worker's heartbeats arrive, 0 once they stopped "
+                               "without a clean shutdown (celery-exporter compatible)", labels=["hostname"])
         for name, alive in workers.items():
             up.add_metric([name], 1.0 if alive else 0.0)
         yield from (length, consumers, up)
