@@ -187,6 +187,13 @@ class PlannedFile(Document):
     error: str | None = None
 
 
+class SkippedInput(Document):
+    """A path found while expanding an input folder that the run does not read, and why."""
+
+    source: str
+    reason: str
+
+
 class RunPlan(Document):
     """A run's inputs and chunks, in chunk-id order, plus notes for the user."""
 
@@ -196,6 +203,8 @@ class RunPlan(Document):
     files: tuple[PlannedFile, ...]
     chunks: tuple[Chunk, ...]
     notes: tuple[str, ...] = ()
+    skipped: tuple[SkippedInput, ...] = ()
+    """Paths in input folders left out: symlink loops, links to nothing, files not named as a sample."""
     created: str
 
     @property
@@ -234,6 +243,8 @@ class ChunkResult(Document):
     """Why the chunk failed, without its file and entry range (the plan's chunk has those)."""
     events_read: int = 0
     events_selected: int = 0
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic or weight (``non_finite="exclude"``)."""
     bytes_read: int = 0
     histograms: dict[str, Counts] = Field(default_factory=dict)
 
@@ -299,6 +310,7 @@ class SampleAggregate(Document):
     events_lost: int
     files_failed: int
     histograms: dict[str, Counts]
+    events_non_finite: int = 0
 
     def loss(self) -> SampleLoss | None:
         if not (self.chunks_failed or self.files_failed):
@@ -436,6 +448,8 @@ class SampleYields(Document):
     kind: Literal["background", "signal"]
     events_read: int
     events_selected: int
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic or weight."""
     normalisation: float
     expected: float = Field(alias="yield")
     """Sum of the in-range bins."""
@@ -447,6 +461,8 @@ class SampleYields(Document):
 class DataCounts(Document):
     events_read: int
     events_selected: int
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic."""
 
 
 class DataSummary(Document):
@@ -455,6 +471,8 @@ class DataSummary(Document):
     events_read: int = 0
     events_selected: int = 0
     events_in_range: int = 0
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic, over every data sample."""
     m4l: Histogram
     channels: dict[str, Histogram]
     samples: dict[str, DataCounts] = Field(default_factory=dict)
@@ -527,6 +545,8 @@ class RunResults(Document):
     fit: FitResult | None = None
     inputs: tuple[PlannedFile, ...]
     notes: tuple[str, ...] = ()
+    skipped_inputs: tuple[SkippedInput, ...] = ()
+    """Paths in input folders that were not read, and why."""
     chunks: ChunkSummary
     missing: dict[str, SampleLoss] = Field(default_factory=dict)
     """Per sample, what failed chunks and files lost; empty for a complete run."""
@@ -538,20 +558,20 @@ class RunResults(Document):
     def partial(self) -> bool:
         return self.status == "partial"
 
+    @property
+    def events_non_finite(self) -> dict[str, int]:
+        """Per sample with any, the events left out for non-finite values."""
+        counts = {name: s.events_non_finite for name, s in self.data.samples.items()}
+        counts.update({name: s.events_non_finite for name, s in self.samples.items()})
+        return {name: n for name, n in counts.items() if n}
+
     def group(self, group_id: str | None) -> GroupInfo | None:
         return next((g for g in self.groups if g.id == group_id), None)
 
 
-class InputRecord(Document):
-    """An input file in the manifest, with its checksum where it is local."""
+class InputRecord(PlannedFile):
+    """An input file in the manifest: the planned file, with its checksum where it is local."""
 
-    release: str
-    sample: str
-    source: str
-    tree: str
-    entries: int | None = None
-    size_bytes: int | None = None
-    error: str | None = None
     checksum: str | None = None
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from atlaspipe.cli.common import warn_secret_in_argv
 from atlaspipe.config import secret
 from atlaspipe.ops.flower import check_flower_auth, flower_argv
 
@@ -21,6 +22,8 @@ def run(arguments: Sequence[str]) -> int:
     if credentials:
         os.environ["FLOWER_BASIC_AUTH"] = credentials
     options = flower_argv(arguments)
+    if any(o.startswith(("--basic-auth=", "--basic_auth=")) for o in options):
+        warn_secret_in_argv("--basic-auth", "FLOWER_BASIC_AUTH")
     check_flower_auth(options, os.environ)
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "atlaspipe", "flower", *options])
     return 0  # not reached: exec replaced the process

@@ -39,6 +39,9 @@ def _submit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base-url", help="read catalog samples from this mirror")
     parser.add_argument("--output", type=Path, help="output folder, as the workers see it")
     _connection_options(parser)
+    parser.add_argument("--non-finite", choices=("exclude", "error"),
+                        help="events with a NaN/inf lepton kinematic or weight: leave out and count them "
+                        "(default) or fail their chunk")
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish even if some inputs fail; outputs are marked PARTIAL")
     parser.add_argument("--keep-records", action="store_true",
@@ -96,7 +99,7 @@ def _client(args: argparse.Namespace, progress: Progress | None = None) -> Celer
 def _request(args: argparse.Namespace) -> RunRequest:
     if args.chunk_size is not None and args.chunk_size <= 0:
         raise ConfigError(f"--chunk-size must be a positive number of entries, got {args.chunk_size}")
-    overrides = {"chunk_size": args.chunk_size}
+    overrides = {"chunk_size": args.chunk_size, "non_finite": args.non_finite}
     settings = load_settings(args.config, **overrides) if args.config else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, allow_partial=bool(args.allow_partial),

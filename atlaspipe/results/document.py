@@ -59,13 +59,15 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
         counts = entry.histograms[M4L]
         if entry.kind == "data":
             data_sumw += np.asarray(counts.sumw, dtype=np.float64)
-            data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected)
+            data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected,
+                                            events_non_finite=entry.events_non_finite)
             continue
         total = _histogram(counts)
         samples[name] = SampleYields(
             group=entry.group, kind=release.group(entry.group or "").kind if entry.group else "background",
             events_read=entry.events_read, events_selected=entry.events_selected,
-            normalisation=entry.normalisation, expected=total.total, expected_uncertainty=total.uncertainty,
+            events_non_finite=entry.events_non_finite, normalisation=entry.normalisation,
+            expected=total.total, expected_uncertainty=total.uncertainty,
             m4l=total, channels={c: _histogram(counts, i) for i, c in enumerate(CHANNELS)},
         )
     data_counts = Counts(sumw=tuple(tuple(r) for r in data_sumw.tolist()),
@@ -81,9 +83,10 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
             events_read=sum(d.events_read for d in data_samples.values()),
             events_selected=sum(d.events_selected for d in data_samples.values()),
             events_in_range=round(data_total.total), m4l=data_total,
+            events_non_finite=sum(d.events_non_finite for d in data_samples.values()),
             channels={c: _histogram(data_counts, i) for i, c in enumerate(CHANNELS)}, samples=data_samples,
         ),
-        samples=samples, inputs=plan.files, notes=plan.notes,
+        samples=samples, inputs=plan.files, notes=plan.notes, skipped_inputs=plan.skipped,
         chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),
         missing=aggregated.missing(), config=config,
     )
@@ -122,7 +125,9 @@ def build_manifest(plan: RunPlan, request: RunRequest, status: RunStatus, result
     return Manifest(
         run_id=plan.run_id, created=plan.created, release=plan.release, status=results.status,
         executor=executor,
-        inputs=tuple(InputRecord(**f.model_dump(), checksum=file_checksum(f.source)) for f in plan.files),
+        # A file refused or unreadable at planning is not read now either.
+        inputs=tuple(InputRecord(**f.model_dump(), checksum=None if f.error else file_checksum(f.source))
+                     for f in plan.files),
         config=plan.config, chunks_total=len(plan.chunks), chunks_failed=len(results.chunks.failed),
         notes=plan.notes, versions=package_versions(), workers=workers,
         submitted_by=request.submitted_by or None, generation=status.generation, timings=dict(timings),

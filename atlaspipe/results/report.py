@@ -393,6 +393,22 @@ def _partial_html(results: RunResults) -> str:
             f"the yields below are incomplete.{table}{_failures_html(failed, len(failed))}</div>")
 
 
+def _excluded_html(results: RunResults) -> str:
+    """Events left out for non-finite values and input paths not read: the numbers above lack them."""
+    parts = []
+    excluded = results.events_non_finite
+    if excluded:
+        rows = "".join(f"<tr><td>{_e(name)}</td><td class=\"num\">{count:,}</td></tr>"
+                       for name, count in excluded.items())
+        parts.append(f'<div class="warning" id="non-finite"><b>{sum(excluded.values()):,} event(s) left out</b> '
+                     "for a NaN or infinite lepton kinematic or weight:"
+                     f"<table><tr><th>Sample</th><th class=\"num\">Events</th></tr>{rows}</table></div>")
+    if results.skipped_inputs:
+        items = "".join(f"<li>{_e(s.source)}: {_e(s.reason)}</li>" for s in results.skipped_inputs)
+        parts.append(f'<div class="warning" id="skipped-inputs"><b>Skipped inputs</b><ul>{items}</ul></div>')
+    return "".join(parts)
+
+
 def _inputs_html(results: RunResults) -> str:
     rows = "".join(
         f"<tr><td>{_e(i.sample)}</td><td>{_e(i.source)}"
@@ -436,7 +452,8 @@ def render_run_page(run: RunFolder, live: bool) -> str:
     if not run.terminal:
         parts += ["<h2>Progress</h2>", _progress_html(progress)]
     if results is not None:
-        parts += [_partial_html(results), "<h2>m4l distribution</h2>", _plots_html(run.path, results),
+        parts += [_partial_html(results), _excluded_html(results),
+                  "<h2>m4l distribution</h2>", _plots_html(run.path, results),
                   "<h2>Significance</h2>", _significance_html(results),
                   "<h2>Profile-likelihood fit (pyhf)</h2>", _fit_html(results),
                   "<h2>Yields</h2>", _yields_html(run.path, results),

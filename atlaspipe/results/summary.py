@@ -52,11 +52,25 @@ def format_summary(results: RunResults, run_dir: Path, wall_seconds: float | Non
         lines.append("events lost: " + ", ".join(
             f"{name} {loss.events_lost:,}" + ("" if loss.fraction_lost is None else f" ({loss.fraction_lost:.1%})")
             for name, loss in results.missing.items()))
+    lines.extend(non_finite_lines(results))
     if wall_seconds is not None:
         lines.append(f"wall time {wall_seconds:.2f} s")
     lines.append(f"outputs: {run_dir}")
     lines += [f"  {run_dir / name}" for key, name in results.outputs.items() if key in _SHOWN_OUTPUTS]
     return "\n".join(lines)
+
+
+def non_finite_lines(results: RunResults) -> list[str]:
+    """The events left out for non-finite values, and the input paths not read, with why."""
+    lines = []
+    excluded = results.events_non_finite
+    if excluded:
+        lines.append(f"non-finite values (NaN/inf): {sum(excluded.values()):,} event(s) left out: "
+                     + ", ".join(f"{name} {count:,}" for name, count in excluded.items()))
+    if results.skipped_inputs:
+        lines.append(f"skipped inputs ({len(results.skipped_inputs)}):")
+        lines.extend(f"  {s.source}: {s.reason}" for s in results.skipped_inputs[:MAX_LISTED])
+    return lines
 
 
 def format_failed(status: RunStatus, resume_command: str | None = None, limit: int = MAX_LISTED) -> str:
