@@ -1,6 +1,6 @@
 """The Grafana dashboard of atlaspipe, built with grafana-foundation-sdk (``pip install atlaspipe[dashboard]``).
 
-``scripts/dashboard.sh`` (``python -m atlaspipe.ops.dashboard``) writes it to ops/grafana/atlaspipe.json,
+``python -m atlaspipe.ops.dashboard`` writes it to ops/grafana/atlaspipe.json,
 which compose and the Helm chart provision; the tests regenerate it and compare, and check that every
 query reads only families of atlaspipe.ops.families.
 """
