@@ -107,8 +107,9 @@ def test_resource_collector_covers_children_and_reaped_ones() -> None:
             "c=os.fork()\n"
             "if c==0:\n    burn(0.3); os._exit(0)\n"
             "os.waitpid(c,0)\n"
-            "if os.fork()==0:\n    burn(0.3); time.sleep(30); os._exit(0)\n"
-            "print('ready',flush=True); time.sleep(30)\n")
+            # 'ready' once the live child has burnt its share: on a loaded machine it may take a while.
+            "if os.fork()==0:\n    burn(0.3); print('ready',flush=True); time.sleep(30); os._exit(0)\n"
+            "time.sleep(30)\n")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
