@@ -9,7 +9,7 @@ import fakeredis
 from celery import Celery
 
 from atlaspipe.model import RunState
-from atlaspipe.pipeline.celery.monitor import ClusterCollector
+from atlaspipe.pipeline.celery.monitor import ClusterCollector, WorkerWatch
 from atlaspipe.pipeline.celery.records import RunRecords
 from tests.pipeline.test_lifecycle import WORKER, FakeStages, finish, histogram_result, planned, run_all
 
@@ -47,3 +47,16 @@ def test_finished_runs_count_per_state_and_never_as_stalled(tmp_path: Path) -> N
     counts = monitor.run_counts({"process": 0}, time.time() + 3600)
     assert counts.by_state[RunState.SUCCEEDED] == 1 and counts.stalled == 0
     assert sum(counts.by_state.values()) == 1 and set(counts.by_state) == set(RunState)
+
+
+def test_worker_liveness_follows_heartbeats_goodbyes_and_forgets_the_silent() -> None:
+    watch = WorkerWatch(Celery("monitor-test"), forget_seconds=600)
+    now = time.time()
+    # The event handlers, fed directly (the integration test drives them with real workers).
+    watch._alive({"hostname": "process@a", "freq": 2.0})
+    watch._alive({"hostname": "load@a", "freq": 2.0})
+    assert watch.up(now) == {"load@a": True, "process@a": True}
+    # Heartbeats late: down, until forgotten; a goodbye removes the worker at once.
+    watch._gone({"hostname": "load@a"})
+    assert watch.up(now + 30) == {"process@a": False}
+    assert watch.up(now + 601) == {}
