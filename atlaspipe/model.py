@@ -185,6 +185,8 @@ class PlannedFile(Document):
     entries: int | None = None
     size_bytes: int | None = None
     error: str | None = None
+    generated: bool = False
+    """Its TTree title marks it as written by ``atlaspipe generate``: pseudo-data or generated MC."""
 
 
 class SkippedInput(Document):
@@ -339,6 +341,8 @@ class Aggregate(Document):
     samples: dict[str, SampleAggregate]
     chunks_total: int
     failures: tuple[Failure, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Physics caveats found while merging (the data's luminosity differs from the MC's)."""
 
     def missing(self) -> dict[str, SampleLoss]:
         return {name: loss for name, entry in self.samples.items() if (loss := entry.loss()) is not None}
@@ -468,6 +472,9 @@ class DataCounts(Document):
 class DataSummary(Document):
     """The data's selected events and their m4l histogram (unweighted counts)."""
 
+    kind: Literal["real", "pseudo"] | None = None
+    """``pseudo`` when any data file was written by ``atlaspipe generate`` (its TTree title says so),
+    ``real`` for ATLAS data, None for a run without data."""
     events_read: int = 0
     events_selected: int = 0
     events_in_range: int = 0
@@ -476,6 +483,12 @@ class DataSummary(Document):
     m4l: Histogram
     channels: dict[str, Histogram]
     samples: dict[str, DataCounts] = Field(default_factory=dict)
+
+    @property
+    def given(self) -> bool:
+        """Whether the run read data at all (a period selecting no event counts; an MC-only run does not)."""
+        return (self.kind is not None or bool(self.samples) or self.events_read > 0
+                or self.m4l.total + self.m4l.underflow + self.m4l.overflow > 0)
 
 
 class Significance(Document):
@@ -516,6 +529,10 @@ class FitResult(Document):
     n_background: float = 0.0
     data_outside_model: float = 0.0
     error: str | None = None
+    kind: Literal["observed", "expected"] = "observed"
+    """``expected``: a run without data, fitted to the Asimov data of its MC (signal at μ = 1)."""
+    warnings: tuple[str, ...] = ()
+    """Why the result needs care: a parameter at a bound of its range."""
 
 
 class ChunkSummary(Document):
@@ -547,6 +564,8 @@ class RunResults(Document):
     notes: tuple[str, ...] = ()
     skipped_inputs: tuple[SkippedInput, ...] = ()
     """Paths in input folders that were not read, and why."""
+    warnings: tuple[str, ...] = ()
+    """Physics caveats of the run, such as data and MC of different luminosities."""
     chunks: ChunkSummary
     missing: dict[str, SampleLoss] = Field(default_factory=dict)
     """Per sample, what failed chunks and files lost; empty for a complete run."""

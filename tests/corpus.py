@@ -207,7 +207,7 @@ CASES: tuple[Case, ...] = (
          "outside the allowed input folders", planning=True, fenced=True),
     Case("symlink-loop", "data_D.4lep.root", link_loop, "skipped", "symbolic link loop"),
     Case("wrong-name", "mydata.root", wrong_name, "error",
-         r"file name not recognised as a sample of any release; name the file, or a symbolic link to it, as its "
+         r"file name not recognised as a sample of [^;]*; name the file, or a symbolic link to it, as its "
          r"sample in the catalog: .*\(docs/data-access.md, \"Analysing your own files\"\)",
          planning=True),
     Case("truncated", "data_B.4lep.root", truncated, "error", "truncated or corrupt|not a readable ROOT file"),

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import CatalogError, ConfigError, InputError
+from atlaspipe.io.identify import release_of_file
 from atlaspipe.io.input_roots import check_local_path
 from atlaspipe.io.reading import open_tree
 from atlaspipe.io.sources import check_location
 from atlaspipe.model import Chunk, PlannedFile, RunPlan, SkippedInput
-from atlaspipe.physics.catalog import Release, load_release, recognise_file
+from atlaspipe.physics.catalog import Release, is_generated_title, load_release, recognise_file
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,12 @@ class FileLayout:
     entries: int
     size_bytes: int | None
     cluster_starts: tuple[int, ...]
+    title: str = ""
 
 
 def new_run_id() -> str:
     """A sortable, unique run id such as ``20261126-093000-1a2b3c``."""
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-NAMING_HINT = (
-    "name the file, or a symbolic link to it, as its sample in the catalog: data_A.4lep.root, "
-    "mc_345060.ggH125_ZZ4lep.4lep.root, ODEO_FEB2025_v0_exactly4lep_<name>.exactly4lep.root "
-    '(docs/data-access.md, "Analysing your own files")'
-)
 
 
 def _skip_reason(path: Path) -> str | None:
@@ -143,15 +138,11 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
     files: list[InputFile] = []
     found_release: Release | None = None
     for location in locations:
-        try:
-            rel, sample = recognise_file(location, release)
-        except CatalogError:
-            scope = f"release {release}" if release else "any release"
-            raise CatalogError(f"{location}: file name not recognised as a sample of {scope}; {NAMING_HINT}") from None
+        rel, sample = recognise_file(location, release, release_of_file(location))
         if found_release is not None and rel.name != found_release.name:
             raise CatalogError(
-                f"{location}: belongs to release {rel.name}, but other inputs are of release "
-                f"{found_release.name}; run one release at a time"
+                f"inputs mix releases {found_release.name} and {rel.name} ({location} is {rel.name}); "
+                "run one release at a time"
             )
         found_release = rel
         files.append(InputFile(rel.name, sample.name, location, rel.tree))
@@ -189,7 +180,7 @@ def file_layout(source: str, tree: str) -> FileLayout:
     entries = int(ttree.num_entries)
     starts = tuple(int(x) for x in ttree.common_entry_offsets()) if entries else (0,)
     size = key[3] if key[3] >= 0 and "://" not in source else None
-    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts)
+    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts, title=str(ttree.title or ""))
     with _layout_lock:
         _layout_cache[key] = layout
     return layout
@@ -251,7 +242,8 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile], *,
             described.append(PlannedFile(**asdict(input_file), error=layout.reason))
             notes.append(f"{layout}; the file is left out of this partial run")
             continue
-        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
+        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes,
+                                     generated=is_generated_title(layout.title)))
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
             continue

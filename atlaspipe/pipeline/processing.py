@@ -165,7 +165,9 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
     """
     config = plan.config
     release = load_release(config.release)
-    luminosity = config.luminosity_fb or release.luminosity_fb
+    luminosity, warnings = release.run_luminosity([f.sample for f in plan.files], config.luminosity_fb)
+    for warning in warnings:
+        log.warning("run %s: %s", plan.run_id, warning)
     shape = (len(CHANNELS), config.bins + 2)
     sums: dict[str, _SampleSums] = {}
     failures: list[Failure] = []
@@ -203,4 +205,4 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
         )
     return Aggregate(run_id=plan.run_id, release=release.name, luminosity_fb=luminosity,
                      bin_edges=tuple(config.bin_edges()), samples=samples, chunks_total=len(plan.chunks),
-                     failures=tuple(failures))
+                     failures=tuple(failures), warnings=tuple(warnings))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -80,6 +81,7 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
         luminosity_fb=aggregated.luminosity_fb, bin_edges=aggregated.bin_edges,
         groups=tuple(_group_info(g, samples) for g in groups),
         data=DataSummary(
+            kind=_data_kind(plan, data_samples),
             events_read=sum(d.events_read for d in data_samples.values()),
             events_selected=sum(d.events_selected for d in data_samples.values()),
             events_in_range=round(data_total.total), m4l=data_total,
@@ -88,8 +90,16 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
         ),
         samples=samples, inputs=plan.files, notes=plan.notes, skipped_inputs=plan.skipped,
         chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),
-        missing=aggregated.missing(), config=config,
+        missing=aggregated.missing(), config=config, warnings=aggregated.warnings,
     )
+
+
+def _data_kind(plan: RunPlan, data_samples: Mapping[str, DataCounts]) -> Literal["real", "pseudo"] | None:
+    """``pseudo`` if any data file of the run is marked as generated: one such file makes the sum pseudo-data."""
+    data_files = [f for f in plan.files if f.sample in data_samples]
+    if not data_files:
+        return None
+    return "pseudo" if any(f.generated for f in data_files) else "real"
 
 
 def package_versions() -> dict[str, str]:

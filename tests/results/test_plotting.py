@@ -190,12 +190,13 @@ def test_empty_data_and_empty_bins_draw(tmp_path: Path) -> None:
     figures = build_figures(results)
     xs, _ = _data_points(figures["m4l"])
     assert len(xs) == 0
-    # No MC at all (a data-only run) still draws every figure.
+    # No MC at all (a data-only run) draws the data alone, and no data/MC ratio.
     data = [0.0] * 34
     data[3] = 4.0
     results = with_samples(with_data(results, data), {})
     outputs = draw_all(results, tmp_path)
-    assert (tmp_path / outputs["m4l_ratio_png"]).stat().st_size > 10_000
+    assert (tmp_path / outputs["m4l_png"]).stat().st_size > 10_000
+    assert "m4l_ratio_png" not in outputs
 
 
 def test_plotting_is_not_imported_eagerly() -> None:

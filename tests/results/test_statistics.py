@@ -30,6 +30,7 @@ from atlaspipe.physics.catalog import load_release
 from atlaspipe.results.statistics import (
     FitOptions,
     asimov_significance,
+    bound_warnings,
     build_spec,
     fit_input,
     fit_results,
@@ -283,6 +284,34 @@ def test_empty_bins_are_dropped_and_zero_data_fits() -> None:
     assert fit.mu_bounds is not None
     assert fit.mu == pytest.approx(fit.mu_bounds[0], abs=1e-3)
     assert fit.significance_observed == pytest.approx(0.0, abs=1e-6)
+    # Sitting on the bound is said, in results.json and so in the summary.
+    assert any(w.startswith("μ̂ = ") and "lower bound" in w for w in fit.warnings), fit.warnings
+
+
+def test_parameters_at_a_bound_are_named() -> None:
+    bounds = {"mu": [(-2.0, 20.0)], "mc_stat": [(1e-10, 10.0), (1e-10, 10.0)], "norm_zz": [(-5.0, 5.0)]}
+    values = {"mu": (-2.0,), "mc_stat": (1.0, 9.999), "norm_zz": (0.3,)}
+    found = bound_warnings(values, bounds)
+    assert len(found) == 2
+    assert "μ̂ = -2 is at the lower bound -2" in found[0]
+    assert "mc_stat[1]" in found[1] and "upper bound 10" in found[1]
+    assert bound_warnings({"mu": (1.0,)}, {"mu": [(-2.0, 20.0)]}) == []
+
+
+def test_a_run_without_data_gets_the_expected_fit() -> None:
+    results = make_results()
+    empty = histogram([0.0] * len(results.data.m4l.values))
+    no_data = results.model_copy(update={"data": DataSummary(m4l=empty, channels={})})
+    assert not no_data.data.given
+    fit = fit_results(no_data, NO_SYST)
+    assert fit.kind == "expected"
+    assert fit.mu == pytest.approx(1.0, abs=2e-3)
+    assert fit.significance_observed == pytest.approx(fit.significance_expected, rel=5e-3)
+    assert not fit.warnings
+    # The same histograms with data read: observed, and at zero data μ̂ sits on its bound.
+    read = DataSummary(kind="real", m4l=empty, channels={})
+    observed = fit_results(no_data.model_copy(update={"data": read}), NO_SYST)
+    assert observed.kind == "observed" and observed.warnings
 
 
 def test_no_signal_reports_instead_of_failing() -> None:
