@@ -336,7 +336,8 @@ def _cutflow_html(run_dir: Path, results: RunResults) -> str:
             f'<td class="num" title="weighted {flow.weighted[i][0]:.6g}">{flow.raw[i][0]}</td>'
             for i in range(len(table.steps))) + "</tr>"
         for name, flow in table.samples.items())
-    exports = " · ".join(f'<a href="{_e(name)}">{_e(name)}</a>' for name in ("workspace.json", "histograms.json")
+    exports = " · ".join(f'<a href="{_e(name)}">{_e(name)}</a>'
+                         for name in ("workspace.json", "histograms.json", "histograms.root")
                          if (run_dir / name).is_file())
     return (f'<div class="scroll"><table id="cutflow"><thead><tr><th>Sample</th>{head}</tr></thead>'
             f"<tbody>{rows}</tbody></table></div>"

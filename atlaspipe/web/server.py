@@ -48,7 +48,7 @@ DEFAULT_PORT = 8080
 # a separator or an encoded form of either.
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}$")
 _SERVED_SUFFIXES = frozenset({".png", ".pdf", ".svg", ".json", ".csv", ".md", ".html", ".txt",
-                              ".log"})
+                              ".log", ".root"})
 _STATIC_FILES = {"live.js": "application/javascript", "style.css": "text/css"}
 _DOCUMENTS = ("manifest.json", "status.json", "results.json")
 
