@@ -20,6 +20,7 @@ task_routes = {
     "atlaspipe.clean_runs": {"queue": "load", "routing_key": "load"},
     "atlaspipe.process_chunk": {"queue": "process", "routing_key": "process"},
     "atlaspipe.aggregate_run": {"queue": "aggregate", "routing_key": "aggregate"},
+    "atlaspipe.render_piece": {"queue": "plot", "routing_key": "plot"},
     "atlaspipe.finalize_run": {"queue": "plot", "routing_key": "plot"},
 }
 
