@@ -280,16 +280,19 @@ def private_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
 class Cluster:
     """Real ``celery -A atlaspipe worker`` processes: load, aggregate, plot and N process slots."""
 
-    def __init__(self, tmp: Path, services: Services, process_slots: int = 2, data_root: Path | None = None) -> None:
+    def __init__(self, tmp: Path, services: Services, process_slots: int = 2, data_root: Path | None = None, *,
+                 repo: Path = REPO, plot_slots: int = 1, extra_env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
         self.services = services
         self.process_slots = process_slots
+        self.plot_slots = plot_slots
+        self.repo = repo
         self.tag = uuid.uuid4().hex[:6]
         self.env = {**os.environ, "ATLASPIPE_BROKER_URL": services.broker,
                     "ATLASPIPE_RESULT_BACKEND": services.backend,
                     "ATLASPIPE_OUTPUT_DIR": str(tmp / "outputs"), "ATLASPIPE_METRICS_PORT": "0",
                     "ATLASPIPE_INPUT_ROOTS": str(data_root or HERE / "data"),
-                    "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+                    "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra_env or {})}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
@@ -298,14 +301,14 @@ class Cluster:
         app = create_app(self.services.broker, self.services.backend)
         app.control.purge()
         names = []
-        for stage, slots in (("load", 1), ("aggregate", 1), ("plot", 1), ("process", self.process_slots)):
+        for stage, slots in (("load", 1), ("aggregate", 1), ("plot", self.plot_slots), ("process", self.process_slots)):
             node = f"bench-{stage}-{self.tag}@{os.uname().nodename}"
             log = (self.tmp / f"worker-{stage}-{self.tag}.log").open("wb")  # open as long as the worker runs
             self.processes[stage] = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "atlaspipe", "worker", "-Q", stage, "-n", node,
                  "-c", str(slots), "--pool", "prefork", "--loglevel", "WARNING", "--without-gossip",
                  "--without-mingle", "--without-heartbeat"],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=self.repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             names.append(node)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -364,8 +367,8 @@ def run_distributed(cluster: Cluster, data: str, chunk_size: int, wait_for_plot:
                "--output", str(output), "--keep-records", "--quiet"]
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(command, cwd=cluster.repo, env=cluster.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     found = threading.Event()
 
