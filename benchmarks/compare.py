@@ -539,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=HERE / "data", help="where the datasets live")
     parser.add_argument("--no-coffea", action="store_true")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--no-lz4", action="store_true", help="skip the LZ4 variant (and making its dataset)")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the 1-slot scaling runs")
     parser.add_argument("--sweep", type=int, nargs="+", default=[125_000, 250_000, 500_000, 1_000_000, 2_000_000])
     parser.add_argument("--sweep-repetitions", type=int, default=2)
     parser.add_argument("--output", type=Path, default=None, help="results file (default benchmarks/RESULTS.md; "
@@ -559,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     log("dataset")
     data = make("zlib", quick=quick, root=args.data_root)
-    data_lz4 = None if quick else make("lz4", quick=False, root=args.data_root)
+    data_lz4 = None if quick or args.no_lz4 else make("lz4", quick=False, root=args.data_root)
     chunk = args.chunk_size or (20_000 if quick else DEFAULT_CHUNK_SIZE)
     job = dataset_job(data, chunk)
     coffea = not args.no_coffea and (ensure_coffea(log) if not quick else (COFFEA_VENV / "bin" / "python").exists())
@@ -599,7 +601,8 @@ class Setup:
     log: Callable[[str], None]
 
     def cluster(self, process_slots: int) -> Cluster:
-        return Cluster(self.tmp, self.services, process_slots, self.args.data_root)
+        # Two plot slots: the fit and the figures render in parallel once the process slots are idle.
+        return Cluster(self.tmp, self.services, process_slots, self.args.data_root, plot_slots=2)
 
 
 def _compare(setup: Setup) -> int:
@@ -618,11 +621,11 @@ def _compare(setup: Setup) -> int:
         setup.log(f"overhead: {measurements['overhead']}")
     finally:
         cluster.stop()
-    if not setup.quick:
+    if not setup.quick and not setup.args.no_scaling:
         measurements["scaling"] = _scaling(setup, measurements["runs"])
         setup.log(f"scaling: {measurements['scaling']}")
-        if setup.data_lz4 is not None:
-            _lz4_variant(setup, setup.data_lz4, measurements)
+    if not setup.quick and setup.data_lz4 is not None:
+        _lz4_variant(setup, setup.data_lz4, measurements)
     if not setup.quick and not setup.args.no_sweep:
         _chunk_size_sweep(setup, measurements)
     return _write_report(setup, measurements)

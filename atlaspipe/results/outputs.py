@@ -48,7 +48,7 @@ class Rendered:
         figures: dict[str, dict[str, str]] = {}
         errors = [p["error"] for p in pieces if p.get("error")]
         for piece in pieces:
-            if piece.get("error") or piece.get("skipped"):
+            if piece.get("error") or piece.get("partial"):
                 continue
             if piece["piece"] == FIT_PIECE:
                 significance = Significance.from_jsonable(piece["significance"], "fit piece")
@@ -78,12 +78,12 @@ def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance, FitRe
 
 def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> dict[str, Any]:
     """One finalize piece, as a small JSON-able answer: the fit's statistics, or the files of one
-    figure (written into the run folder). ``skipped`` when failed chunks forbid results."""
+    figure (written into the run folder). ``partial`` when failed chunks forbid results."""
     started = time.time()
     answer: dict[str, Any] = {"piece": piece, "started": started}
     results = _results(aggregated, plan, request)
     if results is None:
-        return {**answer, "skipped": True}
+        return {**answer, "partial": True}
     if piece == FIT_PIECE:
         significance, fit = _statistics(results, plan)
         answer.update(significance=significance.to_jsonable(), fit=fit.to_jsonable())

@@ -254,7 +254,10 @@ def aggregate_run(self: Task, run_id: str, owner: str | None = None) -> None:
     """``aggregate`` stage: merge the stored chunk results in chunk-id order, under the run's
     completion claim (the chord callback without an owner claims it with its own task id)."""
     claimant = owner or str(self.request.id)
-    patiently(lambda: lifecycle().aggregate(run_id, claimant))
+    if patiently(lambda: lifecycle().aggregate(run_id, claimant)) is None:
+        # Not this chain's run to finish (the other completion path holds the claim), or the
+        # aggregation failed: its finalize pieces would only find nothing to render.
+        self.request.chain = self.request.callbacks = None
 
 
 @stage_task("atlaspipe.render_piece", acks_late=True, reject_on_worker_lost=True)
@@ -282,9 +285,13 @@ def finalize_run(self: Task, pieces: list[dict[str, Any]] | None, run_id: str) -
     pieces ``render_piece`` answered, under the run's ``finalize`` claim."""
     from atlaspipe.results.outputs import Rendered
 
+    answers = [p for p in pieces or [] if isinstance(p, dict)]
+    if any(p.get("skipped") for p in answers):
+        log.info("run %s: its pieces found no aggregate to render (finished or stopped elsewhere)", run_id)
+        return
     current = lifecycle()
     workers = patiently(lambda: sorted({r.worker for r in current.store.chunk_results(run_id).values()}))
-    rendered = Rendered.from_pieces([p for p in pieces or [] if isinstance(p, dict)])
+    rendered = Rendered.from_pieces(answers)
     final = Lifecycle(current.store, current.executor, AnalysisStages(fence_inputs=True, rendered=rendered),
                       max_deliveries=current.max_deliveries)
     patiently(lambda: final.finalize(run_id, str(self.request.id), workers))
