@@ -542,16 +542,9 @@ class RunResults(Document):
         return next((g for g in self.groups if g.id == group_id), None)
 
 
-class InputRecord(Document):
-    """An input file in the manifest, with its checksum where it is local."""
+class InputRecord(PlannedFile):
+    """An input file in the manifest: the planned file, with its checksum where it is local."""
 
-    release: str
-    sample: str
-    source: str
-    tree: str
-    entries: int | None = None
-    size_bytes: int | None = None
-    error: str | None = None
     checksum: str | None = None
 
 
