@@ -102,7 +102,9 @@ def main() -> int:
     rows: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     try:
         for index, (side, repo) in enumerate(sides.items()):
-            services = Services(vhost(f"atlaspipe-overhead-{side}"), own[1].rsplit("/", 1)[0] + f"/{index + 1}")
+            # A vhost per invocation: a worker left over from an interrupted run never takes these tasks.
+            services = Services(vhost(f"atlaspipe-overhead-{side}-{tmp.name[-8:]}"),
+                                own[1].rsplit("/", 1)[0] + f"/{index + 1}")
             cluster = Cluster(tmp / side, services, 2, inputs, repo=repo, plot_slots=args.plot_slots)
             (tmp / side).mkdir()
             cluster.start()
@@ -119,6 +121,9 @@ def main() -> int:
     finally:
         for cluster in clusters.values():
             cluster.stop()
+        for cluster in clusters.values():
+            vhost_name = cluster.services.broker.rsplit("/", 1)[-1]
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost_name], capture_output=True, check=False)
         own[0].terminate()
         own[0].wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
