@@ -67,15 +67,38 @@ def vhost(name: str) -> str:
     return f"amqp://guest:guest@127.0.0.1:5672/{name}"
 
 
-def measure(cluster: Cluster, tiny: Path, embedded: Path) -> dict[str, float]:
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and their children (live and reaped)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
+def measure(cluster: Cluster, tiny: Path, embedded: Path, redis_pid: int, finalize: bool) -> dict[str, float]:
+    # CPU is what a busy neighbour cannot inflate much: wall time on a loaded machine is mostly waiting.
+    pids = [cluster.processes[stage].pid for stage in ("process", "load", "aggregate")]
+    cpu_before, redis_before = cpu_seconds(pids), cpu_seconds([redis_pid])
     over = run_distributed(cluster, str(tiny), 1)
+    cpu, redis_cpu = cpu_seconds(pids) - cpu_before, cpu_seconds([redis_pid]) - redis_before
     busy = over["marks"].get("aggregating", over["wall"]) - over["marks"]["running"]
-    fin = run_distributed(cluster, str(embedded), 10_000_000)
-    assert fin["wall_with_plot"] is not None
-    # Until the final state; from the aggregation's start (or the first piece's, if the 5 ms poll missed it).
-    finalize = fin["wall_with_plot"] - fin["marks"].get("aggregating", fin["wall"])
-    return {"ms_per_task_per_slot": 1e3 * busy * cluster.process_slots / over["tasks"], "tasks": over["tasks"],
-            "finalize_s": finalize, "end_to_end_s": fin["wall_with_plot"], "load": over["load"]}
+    row = {"ms_per_task_per_slot": 1e3 * busy * cluster.process_slots / over["tasks"], "tasks": over["tasks"],
+           "worker_cpu_ms_per_task": 1e3 * cpu / over["tasks"],
+           "redis_cpu_ms_per_task": 1e3 * redis_cpu / over["tasks"], "load": over["load"], "finalize_s": float("nan")}
+    if finalize:
+        fin = run_distributed(cluster, str(embedded), 10_000_000)
+        assert fin["wall_with_plot"] is not None
+        # Until the final state; from the aggregation's start (or the first piece's, if the 5 ms poll missed it).
+        row["finalize_s"] = fin["wall_with_plot"] - fin["marks"].get("aggregating", fin["histograms_s"])
+    return row
 
 
 def main() -> int:
@@ -84,6 +107,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--plot-slots", type=int, default=2, help="plot worker concurrency (both sides)")
+    parser.add_argument("--no-finalize", action="store_true", help="measure the per-task overhead only")
     args = parser.parse_args()
     from atlaspipe.generate.embedded import embedded_sample_dir
 
@@ -113,11 +137,12 @@ def main() -> int:
             run_distributed(cluster, str(tiny), 50)
         for rep in range(args.repetitions):
             for side in (list(sides) if rep % 2 == 0 else list(reversed(sides))):
-                row = measure(clusters[side], tiny, embedded)
+                row = measure(clusters[side], tiny, embedded, own[0].pid, not args.no_finalize)
                 rows[side].append(row)
                 print(f"rep {rep + 1} {side:<6} {row['ms_per_task_per_slot']:6.2f} ms/task/slot "
-                      f"({row['tasks']} tasks)  finalize {row['finalize_s']:5.2f} s  load {row['load']:.2f}",
-                      flush=True)
+                      f"({row['tasks']} tasks)  worker CPU {row['worker_cpu_ms_per_task']:.2f} ms/task  "
+                      f"redis CPU {row['redis_cpu_ms_per_task']:.2f} ms/task  finalize {row['finalize_s']:5.2f} s  "
+                      f"load {row['load']:.2f}", flush=True)
     finally:
         for cluster in clusters.values():
             cluster.stop()
@@ -139,8 +164,13 @@ def main() -> int:
     print("| measure | before | after |\n|---|---|---|")
     print(f"| per-task overhead, ms per task per slot | {cell('before', 'ms_per_task_per_slot', '.2f')} | "
           f"{cell('after', 'ms_per_task_per_slot', '.2f')} |")
-    print(f"| finalize (aggregating → final state), s | {cell('before', 'finalize_s', '.2f')} | "
-          f"{cell('after', 'finalize_s', '.2f')} |")
+    print(f"| worker CPU (process + load + aggregate workers), ms per task | "
+          f"{cell('before', 'worker_cpu_ms_per_task', '.2f')} | {cell('after', 'worker_cpu_ms_per_task', '.2f')} |")
+    print(f"| Redis CPU, ms per task | {cell('before', 'redis_cpu_ms_per_task', '.3f')} | "
+          f"{cell('after', 'redis_cpu_ms_per_task', '.3f')} |")
+    if not args.no_finalize:
+        print(f"| finalize (aggregating → final state), s | {cell('before', 'finalize_s', '.2f')} | "
+              f"{cell('after', 'finalize_s', '.2f')} |")
     return 0
 
 
