@@ -23,6 +23,9 @@ the generated files (smaller chunks decompress the same baskets several times), 
 well under 400 MB, and still 20+ chunks for 2 workers on the 10M-event benchmark."""
 
 
+NonFinitePolicy = Literal["exclude", "error"]
+
+
 class FitConfig(BaseModel):
     """Uncertainties of the pyhf profile-likelihood fit."""
 
@@ -51,6 +54,9 @@ class AnalysisSettings(BaseModel):
     stacked_groups: tuple[str, ...] | None = None
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0, le=100_000_000)
     fit: FitConfig = Field(default_factory=FitConfig)
+    non_finite: NonFinitePolicy = "exclude"
+    """An event with a NaN or infinite lepton pT, η, φ, E or weight: left out and counted per
+    sample (``exclude``), or its chunk fails naming the file, branch and entry (``error``)."""
 
     def resolve(self, release: str) -> AnalysisConfig:
         """The complete configuration of a run of ``release``: these settings over its defaults."""
@@ -66,7 +72,7 @@ class AnalysisSettings(BaseModel):
                 lepton_pt_gev=self.lepton_pt_gev if self.lepton_pt_gev is not None else defaults.lepton_pt_gev,
                 lepton_order=self.lepton_order or defaults.lepton_order, sfos_pairing=self.sfos_pairing,
                 luminosity_fb=self.luminosity_fb, stacked_groups=self.stacked_groups, chunk_size=self.chunk_size,
-                fit=self.fit,
+                fit=self.fit, non_finite=self.non_finite,
             )
         except ValidationError as exc:
             raise ConfigError(_describe(exc, f"analysis configuration for release {release}")) from None
@@ -90,6 +96,9 @@ class AnalysisConfig(BaseModel):
     stacked_groups: tuple[str, ...] | None = None
     chunk_size: int = Field(DEFAULT_CHUNK_SIZE, gt=0, le=100_000_000)
     fit: FitConfig = Field(default_factory=FitConfig)
+    non_finite: NonFinitePolicy = "exclude"
+    """An event with a NaN or infinite lepton pT, η, φ, E or weight: left out and counted per
+    sample (``exclude``), or its chunk fails naming the file, branch and entry (``error``)."""
 
     @model_validator(mode="after")
     def _check_ranges(self) -> AnalysisConfig:

@@ -185,6 +185,15 @@ class PlannedFile(Document):
     entries: int | None = None
     size_bytes: int | None = None
     error: str | None = None
+    generated: bool = False
+    """Its TTree title marks it as written by ``atlaspipe generate``: pseudo-data or generated MC."""
+
+
+class SkippedInput(Document):
+    """A path found while expanding an input folder that the run does not read, and why."""
+
+    source: str
+    reason: str
 
 
 class RunPlan(Document):
@@ -196,6 +205,8 @@ class RunPlan(Document):
     files: tuple[PlannedFile, ...]
     chunks: tuple[Chunk, ...]
     notes: tuple[str, ...] = ()
+    skipped: tuple[SkippedInput, ...] = ()
+    """Paths in input folders left out: symlink loops, links to nothing, files not named as a sample."""
     created: str
 
     @property
@@ -234,6 +245,8 @@ class ChunkResult(Document):
     """Why the chunk failed, without its file and entry range (the plan's chunk has those)."""
     events_read: int = 0
     events_selected: int = 0
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic or weight (``non_finite="exclude"``)."""
     bytes_read: int = 0
     histograms: dict[str, Counts] = Field(default_factory=dict)
 
@@ -299,6 +312,7 @@ class SampleAggregate(Document):
     events_lost: int
     files_failed: int
     histograms: dict[str, Counts]
+    events_non_finite: int = 0
 
     def loss(self) -> SampleLoss | None:
         if not (self.chunks_failed or self.files_failed):
@@ -327,6 +341,8 @@ class Aggregate(Document):
     samples: dict[str, SampleAggregate]
     chunks_total: int
     failures: tuple[Failure, ...] = ()
+    warnings: tuple[str, ...] = ()
+    """Physics caveats found while merging (the data's luminosity differs from the MC's)."""
 
     def missing(self) -> dict[str, SampleLoss]:
         return {name: loss for name, entry in self.samples.items() if (loss := entry.loss()) is not None}
@@ -436,6 +452,8 @@ class SampleYields(Document):
     kind: Literal["background", "signal"]
     events_read: int
     events_selected: int
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic or weight."""
     normalisation: float
     expected: float = Field(alias="yield")
     """Sum of the in-range bins."""
@@ -447,17 +465,30 @@ class SampleYields(Document):
 class DataCounts(Document):
     events_read: int
     events_selected: int
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic."""
 
 
 class DataSummary(Document):
     """The data's selected events and their m4l histogram (unweighted counts)."""
 
+    kind: Literal["real", "pseudo"] | None = None
+    """``pseudo`` when any data file was written by ``atlaspipe generate`` (its TTree title says so),
+    ``real`` for ATLAS data, None for a run without data."""
     events_read: int = 0
     events_selected: int = 0
     events_in_range: int = 0
+    events_non_finite: int = 0
+    """Events left out for a NaN or infinite lepton kinematic, over every data sample."""
     m4l: Histogram
     channels: dict[str, Histogram]
     samples: dict[str, DataCounts] = Field(default_factory=dict)
+
+    @property
+    def given(self) -> bool:
+        """Whether the run read data at all (a period selecting no event counts; an MC-only run does not)."""
+        return (self.kind is not None or bool(self.samples) or self.events_read > 0
+                or self.m4l.total + self.m4l.underflow + self.m4l.overflow > 0)
 
 
 class Significance(Document):
@@ -498,6 +529,10 @@ class FitResult(Document):
     n_background: float = 0.0
     data_outside_model: float = 0.0
     error: str | None = None
+    kind: Literal["observed", "expected"] = "observed"
+    """``expected``: a run without data, fitted to the Asimov data of its MC (signal at μ = 1)."""
+    warnings: tuple[str, ...] = ()
+    """Why the result needs care: a parameter at a bound of its range."""
 
 
 class ChunkSummary(Document):
@@ -527,6 +562,10 @@ class RunResults(Document):
     fit: FitResult | None = None
     inputs: tuple[PlannedFile, ...]
     notes: tuple[str, ...] = ()
+    skipped_inputs: tuple[SkippedInput, ...] = ()
+    """Paths in input folders that were not read, and why."""
+    warnings: tuple[str, ...] = ()
+    """Physics caveats of the run, such as data and MC of different luminosities."""
     chunks: ChunkSummary
     missing: dict[str, SampleLoss] = Field(default_factory=dict)
     """Per sample, what failed chunks and files lost; empty for a complete run."""
@@ -537,6 +576,13 @@ class RunResults(Document):
     @property
     def partial(self) -> bool:
         return self.status == "partial"
+
+    @property
+    def events_non_finite(self) -> dict[str, int]:
+        """Per sample with any, the events left out for non-finite values."""
+        counts = {name: s.events_non_finite for name, s in self.data.samples.items()}
+        counts.update({name: s.events_non_finite for name, s in self.samples.items()})
+        return {name: n for name, n in counts.items() if n}
 
     def group(self, group_id: str | None) -> GroupInfo | None:
         return next((g for g in self.groups if g.id == group_id), None)

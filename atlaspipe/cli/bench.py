@@ -40,6 +40,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``atlaspipe bench``."""
+    from atlaspipe.cli.common import warn_password_in_argv
+
+    for option in ("broker", "backend"):
+        warn_password_in_argv(f"--{option}", getattr(args, option))
     options = BenchOptions(
         env=args.env, output=args.output, inputs=tuple(args.input), events=args.events, dataset_dir=args.dataset_dir,
         chunk_size=args.chunk_size, interval=args.interval, broker=args.broker, backend=args.backend,

@@ -24,9 +24,13 @@ class OneLineParser(argparse.ArgumentParser):
 def warn_password_in_argv(option: str, url: str | None) -> None:
     """Warn when a URL with a password came on the command line: every local user sees argv in ``ps``."""
     if url and urlsplit(url).password:
-        variable = "ATLASPIPE_BROKER_URL" if "broker" in option else "ATLASPIPE_RESULT_BACKEND"
-        print(f"warning: {option} carries a password, which other users can read in `ps`; set {variable} "
-              f"or {variable}_FILE instead", file=sys.stderr)
+        warn_secret_in_argv(option, "ATLASPIPE_BROKER_URL" if "broker" in option else "ATLASPIPE_RESULT_BACKEND")
+
+
+def warn_secret_in_argv(option: str, variable: str) -> None:
+    """Warn that ``option`` put a secret on the command line, and where it belongs instead."""
+    print(f"warning: {option} carries a password, which other users can read in `ps`; set {variable} "
+          f"or {variable}_FILE instead", file=sys.stderr)
 
 
 def configure_logging() -> None:

@@ -14,14 +14,15 @@ from atlaspipe.physics.catalog import RELEASES
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``atlaspipe fetch``."""
-    parser.add_argument("--release", choices=RELEASES, default="2020")
+    parser.add_argument("--release", choices=RELEASES, default="2020", help="the release to fetch (default 2020)")
     parser.add_argument("--samples", nargs="*", default=None, metavar="NAME",
                         help="sample names, group ids, 'data' or 'mc' (default: all)")
     parser.add_argument("--base-url", default=None,
                         help="fetch from this mirror (URL or folder) instead of the public server")
     parser.add_argument("--cache", type=Path, default=None,
                         help="cache folder (default: $ATLASPIPE_CACHE_DIR or ~/.cache/atlaspipe)")
-    parser.add_argument("--protocol", choices=("https", "root"), default="https")
+    parser.add_argument("--protocol", choices=("https", "root"), default="https",
+                        help="download over HTTPS or XRootD (root://, needs atlaspipe[xrootd]; default https)")
     parser.add_argument("--jobs", type=int, default=4, help="parallel downloads (default 4)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds without data before a transfer counts as stalled")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from types import TracebackType
@@ -26,9 +27,10 @@ class Progress:
         self.interactive = self.stream.isatty()
         self.interval = interval
         self._bar: Any = None
-        self._last_line = 0.0
+        self._last_line = -math.inf  # the first state is shown at once
         self._started = time.monotonic()
         self._last: RunStatus | None = None
+        self._printed: RunStatus | None = None
 
     def __enter__(self) -> Progress:
         return self
@@ -43,8 +45,12 @@ class Progress:
         if self.interactive:
             self._draw_bar(status)
         elif status.terminal or time.monotonic() - self._last_line >= self.interval:
-            self._last_line = time.monotonic()
-            print(self.line(status), file=self.stream, flush=True)
+            self._print_line(status)
+
+    def _print_line(self, status: RunStatus) -> None:
+        self._last_line = time.monotonic()
+        self._printed = status
+        print(self.line(status), file=self.stream, flush=True)
 
     def _draw_bar(self, status: RunStatus) -> None:
         if self._bar is None and status.events_total:
@@ -78,13 +84,14 @@ class Progress:
             print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
+        """End the bar, and show the last state seen as a line unless that line is already shown."""
         if self._bar is not None:
             if self._last is not None:
                 self._draw_bar(self._last)
             self._bar.close()
             self._bar = None
-            if self._last is not None and not self.quiet:
-                print(self.line(self._last), file=self.stream, flush=True)
+        if self._last is not None and not self.quiet and self._printed != self._last:
+            self._print_line(self._last)
 
 
 def _si(value: float) -> str:

@@ -32,6 +32,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fetch", action="store_true", help="download catalog samples into the cache before running")
     parser.add_argument("--sfos-pairing", action="store_true", default=None,
                         help="require two same-flavour opposite-sign pairs")
+    parser.add_argument("--non-finite", choices=("exclude", "error"),
+                        help="events with a NaN/inf lepton kinematic or weight: leave out and count them "
+                        "(default) or fail their chunk")
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish a run whose inputs partly failed, marking every output PARTIAL")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,7 +42,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def build_request(args: argparse.Namespace) -> RunRequest:
     """The run a command line asks for, with a new run id."""
-    overrides = {"chunk_size": args.chunk_size, "sfos_pairing": args.sfos_pairing}
+    overrides = {"chunk_size": args.chunk_size, "sfos_pairing": args.sfos_pairing, "non_finite": args.non_finite}
     settings = load_settings(args.config, **overrides) if args.config is not None else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, fetch=bool(args.fetch), allow_partial=bool(args.allow_partial))

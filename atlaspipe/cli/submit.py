@@ -1,18 +1,20 @@
-"""``atlaspipe-submit``: send a run to the Celery workers, follow it, and report where the results are.
+"""``atlaspipe submit``: send a run to the Celery workers, follow it, and report where the results are.
 
-Other forms: ``status RUN_ID`` and ``list`` (read the result backend only), ``resume RUN_ID``,
-``cancel RUN_ID`` and ``clean --older-than DAYS`` (messages to the ``load`` workers).
+With it, the commands about submitted runs: ``status RUN_ID`` and ``list`` (they read the result
+backend only, no broker), ``resume RUN_ID``, ``cancel RUN_ID`` and ``clean --older-than DAYS``
+(messages to the ``load`` workers). ``atlaspipe-submit`` is an alias: ``atlaspipe-submit ARGS`` is
+``atlaspipe submit ARGS``, and ``atlaspipe-submit status RUN_ID`` is ``atlaspipe status RUN_ID``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from atlaspipe.api import make_request
-from atlaspipe.cli.common import OneLineParser, run_reporting_errors, warn_password_in_argv
+from atlaspipe.cli.common import warn_password_in_argv
 from atlaspipe.cli.progress import Progress
 from atlaspipe.config import RuntimeSettings, analysis_settings, load_settings
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
@@ -22,31 +24,32 @@ from atlaspipe.pipeline.celery.client import STALL_SECONDS, CeleryClient
 _SUBCOMMANDS = ("status", "list", "resume", "cancel", "clean")
 
 
-def _submit_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="atlaspipe-submit",
-        description="Run the analysis on Celery workers. Other forms: 'atlaspipe-submit status RUN_ID', "
-                    "'list', 'resume RUN_ID', 'cancel RUN_ID', 'clean --older-than DAYS'.",
-    )
+def configure_submit(parser: argparse.ArgumentParser) -> None:
+    """Options of ``atlaspipe submit``."""
     parser.add_argument("--release", choices=("2020", "2025e"),
-                        help="release of the inputs (default: recognised from the file names)")
+                        help="release of the inputs (default: recognised from the file names; "
+                        "2020 for the embedded sample)")
     parser.add_argument("--input", nargs="+", default=[], metavar="PATH",
                         help="ROOT files, folders or URLs, as the workers see them (default: the embedded sample)")
     parser.add_argument("--samples", nargs="+", default=[], metavar="NAME",
-                        help="catalog samples, groups, 'data' or 'mc'")
-    parser.add_argument("--chunk-size", type=int, help="entries per chunk")
+                        help="catalog samples, groups, 'data' or 'mc' of the release, read from the workers' "
+                        "cache or the release's server")
+    parser.add_argument("--chunk-size", type=int, metavar="ENTRIES", help="entries per chunk")
     parser.add_argument("--config", type=Path, help="analysis configuration file (TOML or JSON)")
     parser.add_argument("--base-url", help="read catalog samples from this mirror")
     parser.add_argument("--output", type=Path, help="output folder, as the workers see it")
     _connection_options(parser)
+    parser.add_argument("--non-finite", choices=("exclude", "error"),
+                        help="events with a NaN/inf lepton kinematic or weight: leave out and count them "
+                        "(default) or fail their chunk")
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish even if some inputs fail; outputs are marked PARTIAL")
     parser.add_argument("--keep-records", action="store_true",
                         help="keep the per-chunk records in Redis after success, for inspection")
     parser.add_argument("--no-wait", dest="wait", action="store_false", default=True,
-                        help="print the run id and return; follow later with 'status' or the web report")
+                        help="print the run id and return at once; follow later with 'atlaspipe status RUN_ID' "
+                        "or the web report")
     _follow_options(parser)
-    return parser
 
 
 def _follow_options(parser: argparse.ArgumentParser) -> None:
@@ -56,33 +59,54 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
                         f"(default {STALL_SECONDS:g})")
 
 
-def _connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", help="broker URL (default: $ATLASPIPE_BROKER_URL; keep passwords in "
-                        "the environment or ATLASPIPE_BROKER_URL_FILE, not on the command line)")
+def _connection_options(parser: argparse.ArgumentParser, broker: bool = True) -> None:
+    if broker:
+        parser.add_argument("--broker", help="broker URL (default: $ATLASPIPE_BROKER_URL; keep passwords in "
+                            "the environment or ATLASPIPE_BROKER_URL_FILE, not on the command line)")
+    else:
+        parser.set_defaults(broker=None)
     parser.add_argument("--backend", help="result backend URL, Redis (default: $ATLASPIPE_RESULT_BACKEND, "
                         "or ATLASPIPE_RESULT_BACKEND_FILE)")
 
 
-def _other_parser(name: str) -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=f"atlaspipe-submit {name}")
-    if name in ("status", "resume", "cancel"):
-        parser.add_argument("run_id", help="the run's id, as printed when it was submitted")
-    if name == "list":
-        parser.add_argument("--limit", type=int, default=20, help="how many of the newest runs to show")
-    if name == "clean":
-        parser.add_argument("--older-than", type=float, required=True, metavar="DAYS",
-                            help="remove the records and run folders of runs that ended more than DAYS ago")
-    if name == "resume":
-        parser.add_argument("--no-wait", dest="wait", action="store_false", default=True,
-                            help="return once the resume is sent")
-        parser.add_argument("--force", action="store_true",
-                            help="relaunch the missing chunks even if the run still makes progress")
-        parser.add_argument("--output", type=Path,
-                            help="output folder of the run, to rebuild it from request.json and plan.json "
-                            "if the result backend lost it (default: $ATLASPIPE_OUTPUT_DIR)")
-        _follow_options(parser)
+def _run_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id", metavar="RUN_ID", help="the run's id, as printed when it was submitted")
+
+
+def configure_status(parser: argparse.ArgumentParser) -> None:
+    """Options of ``atlaspipe status``: it reads the result backend only."""
+    _run_id(parser)
+    _connection_options(parser, broker=False)
+
+
+def configure_list(parser: argparse.ArgumentParser) -> None:
+    """Options of ``atlaspipe list``: it reads the result backend only."""
+    parser.add_argument("--limit", type=int, default=20, help="how many of the newest runs to show (default 20)")
+    _connection_options(parser, broker=False)
+
+
+def configure_resume(parser: argparse.ArgumentParser) -> None:
+    _run_id(parser)
+    parser.add_argument("--no-wait", dest="wait", action="store_false", default=True,
+                        help="return once the resume is sent")
+    parser.add_argument("--force", action="store_true",
+                        help="relaunch the missing chunks even if the run still makes progress")
+    parser.add_argument("--output", type=Path,
+                        help="output folder of the run, to rebuild it from request.json and plan.json "
+                        "if the result backend lost it (default: $ATLASPIPE_OUTPUT_DIR)")
+    _follow_options(parser)
     _connection_options(parser)
-    return parser
+
+
+def configure_cancel(parser: argparse.ArgumentParser) -> None:
+    _run_id(parser)
+    _connection_options(parser)
+
+
+def configure_clean(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--older-than", type=float, required=True, metavar="DAYS",
+                        help="remove the records and run folders of runs that ended more than DAYS ago")
+    _connection_options(parser)
 
 
 def _client(args: argparse.Namespace, progress: Progress | None = None) -> CeleryClient:
@@ -96,7 +120,7 @@ def _client(args: argparse.Namespace, progress: Progress | None = None) -> Celer
 def _request(args: argparse.Namespace) -> RunRequest:
     if args.chunk_size is not None and args.chunk_size <= 0:
         raise ConfigError(f"--chunk-size must be a positive number of entries, got {args.chunk_size}")
-    overrides = {"chunk_size": args.chunk_size}
+    overrides = {"chunk_size": args.chunk_size, "non_finite": args.non_finite}
     settings = load_settings(args.config, **overrides) if args.config else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, allow_partial=bool(args.allow_partial),
@@ -209,20 +233,25 @@ def clean_command(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "submit": (configure_submit, submit),
+    "status": (configure_status, status_command),
+    "list": (configure_list, list_command),
+    "resume": (configure_resume, resume_command),
+    "cancel": (configure_cancel, cancel_command),
+    "clean": (configure_clean, clean_command),
+}
+"""The subcommands of ``atlaspipe`` this module carries out (see ``atlaspipe.cli.main``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``atlaspipe-submit``."""
+    """Entry point of ``atlaspipe-submit``, the alias of ``atlaspipe submit`` (and of ``atlaspipe status``…)."""
+    from atlaspipe.cli import main as cli
+
     arguments = list(sys.argv[1:] if argv is None else argv)
-    commands = {"status": status_command, "list": list_command, "resume": resume_command,
-                "cancel": cancel_command, "clean": clean_command}
-
-    def command() -> int:
-        if arguments and arguments[0] in _SUBCOMMANDS:
-            name = arguments[0]
-            return commands[name](_other_parser(name).parse_args(arguments[1:]))
-        return submit(_submit_parser().parse_args(arguments))
-
-    return run_reporting_errors(
-        "atlaspipe-submit", command, "stopped following; the run goes on (see 'atlaspipe-submit status')")
+    if arguments and arguments[0] in _SUBCOMMANDS:
+        return cli.main(arguments)
+    return cli.main(["submit", *arguments])
 
 
 if __name__ == "__main__":

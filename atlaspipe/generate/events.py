@@ -54,7 +54,7 @@ import numpy.typing as npt
 import uproot
 
 from atlaspipe.errors import CatalogError, ConfigError
-from atlaspipe.physics.catalog import RELEASES, Release, Sample, _raw_catalog, load_release
+from atlaspipe.physics.catalog import GENERATED_TITLE, RELEASES, Release, Sample, _raw_catalog, load_release
 from atlaspipe.physics.selection import analyse, event_weight_2020, event_weight_2025e, notebook_options
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,9 @@ class DataPeriod:
 @cache
 def data_periods(release: str) -> tuple[DataPeriod, ...]:
     """The release's data periods with the luminosities and run ranges the catalog gives them."""
-    return tuple(DataPeriod(d["name"], float(d["luminosity_fb"]), (int(d["runs"][0]), int(d["runs"][1])))
-                 for d in _raw_catalog(release)["data"])
+    runs = {d["name"]: (int(d["runs"][0]), int(d["runs"][1])) for d in _raw_catalog(release)["data"]}
+    return tuple(DataPeriod(s.name, float(s.luminosity_fb or 0.0), runs[s.name])
+                 for s in load_release(release).samples if s.is_data)
 
 
 def calibration_range(release: str) -> tuple[float, float] | None:
@@ -886,12 +887,19 @@ _BRANCHES = {"2020": _branches_2020, "2025e": _branches_2025e}
 _EVENT_WEIGHT = {"2020": event_weight_2020, "2025e": event_weight_2025e}
 
 
-def _write_tree(path: Path, release: Release, batches: Iterator[dict[str, Any]], compression: str) -> int:
+def tree_title(sample: Sample) -> str:
+    """The TTree title that marks a generated file, and says which kind it is, to whoever opens it."""
+    what = "pseudo-data, not ATLAS data" if sample.is_data else "generated MC"
+    return f"{GENERATED_TITLE}: {what}"
+
+
+def _write_tree(path: Path, release: Release, sample: Sample, batches: Iterator[dict[str, Any]],
+                compression: str) -> int:
     """Write ``batches`` with one ``extend`` each (so one cluster each); returns the event count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with uproot.recreate(path, compression=COMPRESSIONS[compression]()) as out:
-        tree = out.mktree(release.tree, TREE_TYPES[release.name], counter_name=lambda _: "lep_n",
+        tree = out.mktree(release.tree, TREE_TYPES[release.name], tree_title(sample), counter_name=lambda _: "lep_n",
                           field_name=lambda outer, inner: inner if outer == "" else f"{outer}_{inner}")
         for branches in batches:
             tree.extend(branches)
@@ -1092,7 +1100,7 @@ class _Writer:
     def write(self, report: GenerationReport, sample: Sample, batches: Iterator[dict[str, Any]],
               started: float, note: str) -> None:
         path = self.output_dir / sample.path
-        written = _write_tree(path, self.release, batches, self.compression)
+        written = _write_tree(path, self.release, sample, batches, self.compression)
         report.files.append(path)
         report.events[sample.name] = written
         self.say(_progress_line(path, written, time.perf_counter() - started, note))

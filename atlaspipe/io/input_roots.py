@@ -7,6 +7,7 @@ worker accepts local paths only below the folders in ``ATLASPIPE_INPUT_ROOTS``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -34,8 +35,18 @@ def input_roots() -> list[Path]:
 
 
 def check_local_path(location: str, roots: Sequence[Path]) -> None:
-    """Refuse a local path that resolves (symbolic links followed) outside every allowed root."""
-    resolved = Path(location).resolve()
+    """Refuse a local path that resolves (symbolic links followed) outside every allowed root, and
+    say "not found" for one that does not exist: that is what the user needs to fix."""
+    path = Path(location)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        reason = "symbolic link to a missing file" if path.is_symlink() else "file not found"
+        raise InputError(location, reason) from None
+    except OSError as exc:
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot access: {exc.strerror}"
+        raise InputError(location, reason) from None
+    resolved = path.resolve()
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
         log.warning("refused the input %s: %s is outside the allowed input folders", location, resolved)
         raise InputError(

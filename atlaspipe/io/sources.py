@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -218,3 +219,39 @@ def check_remote_readable(url: str, timeout: float = 10.0) -> None:
         raise InputError(url, f"not reachable: {exc}") from exc
     if response.status_code >= 400:
         raise InputError(url, f"HTTP {response.status_code} {response.reason}")
+
+
+RANGE_HINT = ("download it first (atlaspipe fetch --base-url …, or --fetch), or serve the files with a server "
+              "that supports Range")
+
+
+def http_problem(url: str, timeout: float = 10.0) -> str | None:
+    """Why ``url`` cannot be streamed, when opening it failed: unreachable, an HTTP error, or a server
+    without HTTP range requests (uproot reads a remote file by ranges; ``python -m http.server``
+    answers every request with the whole file). None when the server looks fine, so the file is to blame.
+    """
+    if url_scheme(url) not in ("http", "https"):
+        return None
+    try:
+        with requests.get(url, headers={"Range": "bytes=0-3"}, timeout=timeout, stream=True,
+                          allow_redirects=True) as response:
+            status, reason = response.status_code, response.reason
+            ranged = status == 206 or response.headers.get("Content-Range", "").startswith("bytes 0-3/")
+    except requests.RequestException as exc:
+        return f"not reachable ({type(exc).__name__}: {_first_line(exc)})"
+    if status >= 400:
+        return f"HTTP {status} {reason}"
+    if not ranged:
+        return f"server does not support HTTP range requests (answered {status} to a Range request); {RANGE_HINT}"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The cause in a few words: the system's error (``[Errno 111] Connection refused``) where requests
+    wraps one in urllib3's long messages, else the first line."""
+    text = str(exc).strip()
+    errno_text = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if errno_text:
+        return errno_text.group(0).strip()
+    lines = text.splitlines()
+    return lines[0][:200] if lines else ""

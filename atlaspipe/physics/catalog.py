@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -47,6 +49,8 @@ class Sample:
     filter_eff: float | None = None
     k_factor: float | None = None
     urls: tuple[str, ...] = ()
+    luminosity_fb: float | None = None
+    """A data period's integrated luminosity; None for MC."""
 
     @property
     def is_data(self) -> bool:
@@ -153,18 +157,58 @@ class Release:
             )
         return self.base_urls[protocol].rstrip("/") + "/" + sample.path
 
+    @property
+    def file_suffixes(self) -> frozenset[str]:
+        """How this release's file names end (``.4lep.root``, ``.exactly4lep.root``)."""
+        return frozenset("." + ".".join(s.file_name.split(".")[-2:]) for s in self.samples)
+
     def recognise(self, location: str) -> Sample | None:
-        """The sample a file belongs to, judged from its file name, or None."""
+        """The sample a file belongs to, judged from its file name, or None.
+
+        A DSID alone only counts in a name that ends as this release's names do: the same DSID
+        (345060, ggH) is a sample of both releases.
+        """
         name = PurePosixPath(urlsplit(location).path if "://" in location else location).name
         for sample in self.samples:
             if sample.file_name == name:
                 return sample
         dsid = _dsid_in(name)
-        if dsid is not None:
+        if dsid is not None and name.endswith(tuple(self.file_suffixes)):
             for sample in self.samples:
                 if sample.dsid == dsid:
                     return sample
         return None
+
+    def run_luminosity(self, names: Iterable[str], override: float | None = None) -> tuple[float, list[str]]:
+        """The luminosity a run of the samples ``names`` scales its MC to, and warnings about it.
+
+        The data periods given decide (the MC is scaled to the data it is compared with); without
+        data, the release's. ``override`` (a configured ``luminosity_fb``) wins over both.
+        """
+        listed = list(names)
+        data = self.data_luminosity(listed)
+        has_mc = any(not s.is_data for s in self.samples if s.name in listed)
+        warnings: list[str] = []
+        periods = ", ".join(s.name for s in self.samples if s.is_data and s.name in listed)
+        if override is not None:
+            if data is not None and not math.isclose(override, data, rel_tol=1e-6):
+                warnings.append(f"luminosity_fb = {override:g} fb⁻¹ is configured, but the data periods given "
+                                f"({periods}) hold {data:g} fb⁻¹; the MC is scaled to {override:g} fb⁻¹")
+            return override, warnings
+        if data is None:
+            return self.luminosity_fb, warnings
+        if has_mc and not math.isclose(data, self.luminosity_fb, rel_tol=1e-6):
+            warnings.append(f"the data periods given ({periods}) hold {data:g} fb⁻¹, not the {self.luminosity_fb:g} "
+                            f"fb⁻¹ of release {self.name}; the MC is scaled to {data:g} fb⁻¹")
+        return data, warnings
+
+    def data_luminosity(self, names: Iterable[str]) -> float | None:
+        """The summed luminosity of the data periods among ``names``; None when there is none."""
+        periods = {s.name: s for s in self.samples if s.is_data}
+        chosen = [periods[n] for n in dict.fromkeys(names) if n in periods]
+        if not chosen:
+            return None
+        return math.fsum(s.luminosity_fb or 0.0 for s in chosen)
 
 
 _DSID = re.compile(r"(?:^|_)mc_(\d{6})\.")
@@ -193,7 +237,7 @@ def _groups(raw: dict[str, Any]) -> tuple[Group, ...]:
 def _release_2020(raw: dict[str, Any]) -> Release:
     samples = [
         Sample(name=d["name"], release="2020", kind="data", file_name=PurePosixPath(d["path"]).name,
-               path=d["path"])
+               path=d["path"], luminosity_fb=float(d["luminosity_fb"]))
         for d in raw["data"]
     ]
     samples += [
@@ -221,7 +265,8 @@ def _release_2025e(raw: dict[str, Any]) -> Release:
         url = d["file_list"][0]
         file_name = PurePosixPath(urlsplit(url).path).name
         samples.append(Sample(name=d["name"], release="2025e", kind="data", file_name=file_name,
-                              path=file_name, urls=tuple(d["file_list"])))
+                              path=file_name, urls=tuple(d["file_list"]),
+                              luminosity_fb=float(d["luminosity_fb"])))
     for ds in raw["datasets"]:
         dsid = int(ds["dataset_number"])
         files = next(s["file_list"] for s in ds["skims"] if s["skim_type"] == skim)
@@ -248,17 +293,59 @@ def load_release(name: str) -> Release:
     return _release_2020(raw) if name == "2020" else _release_2025e(raw)
 
 
-def recognise_file(location: str, release: str | None = None) -> tuple[Release, Sample]:
-    """The release and sample a file belongs to, from its name, or a CatalogError saying so."""
-    candidates = [release] if release else list(RELEASES)
+GENERATED_TITLE = "atlaspipe generate"
+"""How the TTree title of every file ``atlaspipe generate`` writes begins (the real files' title is
+the tree name): the mark by which a run tells pseudo-data from ATLAS data."""
+
+
+def is_generated_title(title: str | None) -> bool:
+    """Whether a TTree title marks a file written by ``atlaspipe generate``."""
+    return bool(title) and str(title).startswith(GENERATED_TITLE)
+
+
+def release_of_trees(trees: Mapping[str, Collection[str]]) -> str | None:
+    """The release whose tree a file holds, from its TTrees and their branches; None if no release's.
+
+    The tree name decides (``mini`` 2020, ``analysis`` 2025e); should a file hold both, the tree
+    holding every branch the release's analysis reads does.
+    """
+    # Imported here: the selection pulls in awkward, which readers of the catalog alone (the
+    # submit client, the web server) need not load.
+    from atlaspipe.physics.selection import required_branches
+
+    candidates = [name for name in RELEASES if load_release(name).tree in trees]
+    if len(candidates) > 1:
+        complete = [name for name in candidates
+                    if set(required_branches(load_release(name).schema, False)) <= set(trees[load_release(name).tree])]
+        candidates = complete or candidates
+    return candidates[0] if candidates else None
+
+
+def recognise_file(location: str, release: str | None = None,
+                   content_release: str | None = None) -> tuple[Release, Sample]:
+    """The release and sample a file belongs to, or a CatalogError saying why not.
+
+    ``content_release`` is the release the file's trees say it is (:func:`release_of_trees`): it
+    decides, and the file name then only has to name a sample of that release. Without it the file
+    name decides.
+    """
+    if content_release is not None and release is not None and content_release != release:
+        tree = load_release(content_release).tree
+        raise CatalogError(f"{location}: a release {content_release} file (tree '{tree}'), but release {release} "
+                           "was asked for; run one release at a time")
+    wanted = content_release or release
+    candidates = [wanted] if wanted else list(RELEASES)
     for candidate in candidates:
         rel = load_release(candidate)
         sample = rel.recognise(location)
         if sample is not None:
             return rel, sample
-    scope = f"release {release}" if release else "any release"
+    scope = f"release {wanted}" if wanted else "any release"
+    found = f" (its tree '{load_release(content_release).tree}' is release {content_release}'s)" \
+        if content_release else ""
     raise CatalogError(
-        f"{location}: file name not recognised as a sample of {scope} "
-        "(expected names like data_A.4lep.root, mc_345060.ggH125_ZZ4lep.4lep.root or "
-        "ODEO_FEB2025_v0_exactly4lep_<name>.exactly4lep.root)"
+        f"{location}: file name not recognised as a sample of {scope}{found}"
+        "; name the file, or a symbolic link to it, as its sample in the catalog: data_A.4lep.root, "
+        "mc_345060.ggH125_ZZ4lep.4lep.root, ODEO_FEB2025_v0_exactly4lep_<name>.exactly4lep.root "
+        '(docs/data-access.md, "Analysing your own files")'
     )

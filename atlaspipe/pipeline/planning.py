@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import threading
@@ -15,10 +16,12 @@ from pathlib import Path
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import CatalogError, ConfigError, InputError
+from atlaspipe.io.identify import release_of_file
+from atlaspipe.io.input_roots import check_local_path
 from atlaspipe.io.reading import open_tree
 from atlaspipe.io.sources import check_location
-from atlaspipe.model import Chunk, PlannedFile, RunPlan
-from atlaspipe.physics.catalog import Release, load_release, recognise_file
+from atlaspipe.model import Chunk, PlannedFile, RunPlan, SkippedInput
+from atlaspipe.physics.catalog import Release, is_generated_title, load_release, recognise_file
 from atlaspipe.physics.selection import required_branches
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ class FileLayout:
     entries: int
     size_bytes: int | None
     cluster_starts: tuple[int, ...]
+    title: str = ""
     basket_offsets: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
@@ -50,18 +54,53 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _local_root_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*.root") if p.is_file())
-        if not found:
-            raise InputError(str(path), "folder holds no .root files")
-        return found
-    return [path]
+def _skip_reason(path: Path) -> str | None:
+    """Why a ``*.root`` path found in an input folder cannot be read, or None if it is a regular file."""
+    try:
+        if path.is_file():
+            return None
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            return "symbolic link to a missing file"
+        return f"cannot access: {exc.strerror}"
+    return "not a regular file"
+
+
+def _local_root_files(path: Path) -> tuple[list[Path], list[SkippedInput]]:
+    """The ``.root`` files of ``path`` (itself if a file), and the ``.root`` paths in it that are
+    not readable files, each with the reason."""
+    if not path.is_dir():
+        return [path], []
+    found: list[Path] = []
+    skipped: list[SkippedInput] = []
+    for candidate in sorted(path.rglob("*.root")):
+        reason = _skip_reason(candidate)
+        if reason is None:
+            found.append(candidate)
+        else:
+            log.warning("%s: skipped (%s)", candidate, reason)
+            skipped.append(SkippedInput(source=str(candidate), reason=reason))
+    if not found:
+        detail = f" ({len(skipped)} skipped: {skipped[0].reason}, ...)" if skipped else ""
+        raise InputError(str(path), f"folder holds no readable .root files{detail}")
+    return found, skipped
 
 
 def resolve_inputs(release: str | None, inputs: Sequence[str] = (), samples: Sequence[str] = (),
                    base_url: str | None = None, fetch_first: bool = False) -> tuple[str, list[InputFile]]:
     """The release and files of a run: explicit paths or URLs, catalog samples, or the embedded sample."""
+    release_name, files, _ = resolve_inputs_skipping(release, inputs, samples, base_url, fetch_first)
+    return release_name, files
+
+
+def resolve_inputs_skipping(
+    release: str | None, inputs: Sequence[str] = (), samples: Sequence[str] = (), base_url: str | None = None,
+    fetch_first: bool = False,
+) -> tuple[str, list[InputFile], list[SkippedInput]]:
+    """:func:`resolve_inputs`, with the paths of input folders that were passed over and why."""
     if inputs:
         return _resolve_paths(release, inputs, samples)
     if not samples and base_url is None and not fetch_first:
@@ -83,12 +122,13 @@ def resolve_inputs(release: str | None, inputs: Sequence[str] = (), samples: Seq
             failure = report.failed[0]
             raise InputError(failure.url, f"fetch failed: {failure.reason}")
     files = [InputFile(rel.name, s.name, resolve(rel, s, base_url=base_url), rel.tree) for s in chosen]
-    return rel.name, files
+    return rel.name, files, []
 
 
 def _resolve_paths(release: str | None, inputs: Sequence[str],
-                   samples: Sequence[str]) -> tuple[str, list[InputFile]]:
+                   samples: Sequence[str]) -> tuple[str, list[InputFile], list[SkippedInput]]:
     locations: list[str] = []
+    skipped: list[SkippedInput] = []
     for item in inputs:
         if "://" in item:
             check_location(item, allow_file_url=False)
@@ -97,15 +137,17 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
             path = Path(item)
             if not path.exists():
                 raise InputError(item, "file not found")
-            locations.extend(str(p) for p in _local_root_files(path))
+            found, passed_over = _local_root_files(path)
+            locations.extend(str(p) for p in found)
+            skipped.extend(passed_over)
     files: list[InputFile] = []
     found_release: Release | None = None
     for location in locations:
-        rel, sample = recognise_file(location, release)
+        rel, sample = recognise_file(location, release, release_of_file(location))
         if found_release is not None and rel.name != found_release.name:
             raise CatalogError(
-                f"{location}: belongs to release {rel.name}, but other inputs are of release "
-                f"{found_release.name}; run one release at a time"
+                f"inputs mix releases {found_release.name} and {rel.name} ({location} is {rel.name}); "
+                "run one release at a time"
             )
         found_release = rel
         files.append(InputFile(rel.name, sample.name, location, rel.tree))
@@ -116,7 +158,7 @@ def _resolve_paths(release: str | None, inputs: Sequence[str],
         files = [f for f in files if f.sample in wanted]
         if not files:
             raise ConfigError(f"none of the input files belongs to the samples {', '.join(samples)}")
-    return found_release.name, files
+    return found_release.name, files, skipped
 
 
 _layout_cache: dict[tuple[str, str, float, int], FileLayout] = {}
@@ -145,7 +187,8 @@ def file_layout(source: str, tree: str) -> FileLayout:
     size = key[3] if key[3] >= 0 and "://" not in source else None
     offsets = tuple((str(name), tuple(int(x) for x in branch.entry_offsets))
                     for name, branch in ttree.iteritems()) if entries else ()
-    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts, basket_offsets=offsets)
+    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts, title=str(ttree.title or ""),
+                        basket_offsets=offsets)
     with _layout_lock:
         _layout_cache[key] = layout
     return layout
@@ -195,18 +238,23 @@ def read_amplification(layout: FileLayout, ranges: Sequence[tuple[int, int]], br
     return max(1.0, sum(factors) / len(factors))
 
 
-def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
-             max_workers: int = 8, allow_partial: bool = False) -> RunPlan:
+def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile], *,
+             max_workers: int = 8, allow_partial: bool = False, roots: Sequence[Path] | None = None,
+             skipped: Sequence[SkippedInput] = ()) -> RunPlan:
     """Read every file's layout concurrently and cut the chunks, numbered in input order.
 
     A file that cannot be opened stops the run, naming the file; with ``allow_partial`` it is
-    listed in the plan with its error instead, so the run goes on and reports it as lost.
+    listed in the plan with its error instead, so the run goes on and reports it as lost. With
+    ``roots``, a local file whose real path (symbolic links followed) lies outside them is refused
+    the same way before anything opens it: folder expansion, the catalog and the cache all end here.
     """
     if config.chunk_size <= 0:
         raise ConfigError(f"chunk size must be positive, got {config.chunk_size}")
 
     def layout_or_error(input_file: InputFile) -> FileLayout | InputError:
         try:
+            if roots is not None and "://" not in input_file.source:
+                check_local_path(input_file.source, roots)
             return file_layout(input_file.source, input_file.tree)
         except InputError as exc:
             if not allow_partial:
@@ -224,7 +272,8 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
             described.append(PlannedFile(**asdict(input_file), error=layout.reason))
             notes.append(f"{layout}; the file is left out of this partial run")
             continue
-        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes))
+        described.append(PlannedFile(**asdict(input_file), entries=layout.entries, size_bytes=layout.size_bytes,
+                                     generated=is_generated_title(layout.title)))
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
             continue
@@ -246,4 +295,4 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile],
     log.info("run %s: %d chunk(s) of up to %d entries from %d file(s)", run_id, len(chunks), config.chunk_size,
              len(files))
     return RunPlan(run_id=run_id, config=config, files=tuple(described), chunks=tuple(chunks), notes=tuple(notes),
-                   created=datetime.now(UTC).isoformat(timespec="seconds"))
+                   skipped=tuple(skipped), created=datetime.now(UTC).isoformat(timespec="seconds"))

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+import awkward as ak
 import numpy as np
 import numpy.typing as npt
 
@@ -21,6 +22,7 @@ from atlaspipe.model import M4L, Aggregate, Chunk, ChunkResult, Counts, Failure,
 from atlaspipe.physics.catalog import load_release
 from atlaspipe.physics.selection import (
     CHANNELS,
+    JAGGED_BRANCHES,
     SelectedEvents,
     SelectionOptions,
     analyse,
@@ -58,6 +60,48 @@ def _counts(sumw: FloatArray, sumw2: FloatArray) -> Counts:
     return Counts(sumw=tuple(tuple(row) for row in sumw.tolist()), sumw2=tuple(tuple(row) for row in sumw2.tolist()))
 
 
+KINEMATIC_BRANCHES = frozenset({"lep_pt", "lep_eta", "lep_phi", "lep_E", "lep_e"})
+"""The lepton branches the four-lepton mass is computed from."""
+
+
+def _non_finite_branches(branches: list[str], is_mc: bool) -> list[str]:
+    kinematic = [b for b in branches if b in KINEMATIC_BRANCHES]
+    return kinematic + ([b for b in branches if b not in JAGGED_BRANCHES] if is_mc else [])
+
+
+def _all_finite(values: ak.Array) -> bool:
+    """A quick look at the whole buffer; False may also come from values outside the events."""
+    layout = ak.to_layout(values)
+    while isinstance(layout, ak.contents.ListOffsetArray | ak.contents.ListArray):
+        layout = layout.content
+    if not isinstance(layout, ak.contents.NumpyArray):
+        return False
+    data = np.asarray(layout.data)
+    return not np.issubdtype(data.dtype, np.floating) or bool(np.isfinite(data).all())
+
+
+def non_finite_events(chunk: Chunk, events: ak.Array, branches: list[str], policy: str) -> npt.NDArray[np.bool_] | None:
+    """Events with a NaN or infinite value in a kinematic (or, for MC, weight) branch; None when
+    there are none. A non-finite mass lands in the overflow bin and a non-finite weight poisons a
+    whole histogram, so such events never reach them. With ``policy="error"`` they are an InputError
+    naming the branch and the first entry."""
+    bad: npt.NDArray[np.bool_] | None = None
+    for name in branches:
+        values = events[name]
+        if _all_finite(values):
+            continue
+        finite = np.isfinite(values)
+        here = np.asarray(~ak.all(finite, axis=1) if values.ndim > 1 else ~finite, dtype=bool)
+        if not here.any():
+            continue
+        if policy == "error":
+            entry = chunk.entry_start + int(np.flatnonzero(here)[0])
+            raise InputError(chunk.source, f"entry {entry} holds a non-finite value (NaN or inf); set "
+                             "non_finite = \"exclude\" to leave such events out", field=name)
+        bad = here if bad is None else bad | here
+    return bad
+
+
 def failure_reason(exc: AtlaspipeError, chunk: Chunk) -> str:
     """What went wrong, without the file: the chunk's failure line names the file and range itself."""
     if isinstance(exc, InputError) and exc.source == chunk.source:
@@ -80,6 +124,11 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
         sample = release.sample(chunk.sample)
         branches = required_branches(release.schema, not sample.is_data)
         events, bytes_read = read_chunk(chunk, branches)
+        events_read = len(events)
+        bad = non_finite_events(chunk, events, _non_finite_branches(branches, not sample.is_data), config.non_finite)
+        excluded = 0 if bad is None else int(bad.sum())
+        if bad is not None:
+            events = events[~bad]
         selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
         sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
     except passthrough:
@@ -92,8 +141,8 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
         return ChunkResult.failed(chunk, reason, worker, time.perf_counter() - started)
     return ChunkResult(
         chunk_id=chunk.chunk_id, sample=chunk.sample, worker=worker, seconds=time.perf_counter() - started,
-        events_read=len(events), events_selected=len(selected), bytes_read=bytes_read,
-        histograms={M4L: _counts(sumw, sumw2)},
+        events_read=events_read, events_selected=len(selected), events_non_finite=excluded,
+        bytes_read=bytes_read, histograms={M4L: _counts(sumw, sumw2)},
     )
 
 
@@ -104,7 +153,7 @@ class _SampleSums:
         self.sumw = np.zeros(shape)
         self.sumw2 = np.zeros(shape)
         self.events_read = self.events_selected = self.chunks = self.chunks_failed = 0
-        self.entries_planned = self.events_lost = self.files_failed = 0
+        self.entries_planned = self.events_lost = self.files_failed = self.events_non_finite = 0
 
 
 def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
@@ -116,7 +165,9 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
     """
     config = plan.config
     release = load_release(config.release)
-    luminosity = config.luminosity_fb or release.luminosity_fb
+    luminosity, warnings = release.run_luminosity([f.sample for f in plan.files], config.luminosity_fb)
+    for warning in warnings:
+        log.warning("run %s: %s", plan.run_id, warning)
     shape = (len(CHANNELS), config.bins + 2)
     sums: dict[str, _SampleSums] = {}
     failures: list[Failure] = []
@@ -139,6 +190,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
         entry.sumw2 += np.asarray(counts.sumw2, dtype=np.float64)
         entry.events_read += result.events_read
         entry.events_selected += result.events_selected
+        entry.events_non_finite += result.events_non_finite
         entry.chunks += 1
     samples: dict[str, SampleAggregate] = {}
     for name, entry in sums.items():
@@ -148,8 +200,9 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
             kind=sample.kind, group=sample.group, normalisation=norm, events_read=entry.events_read,
             events_selected=entry.events_selected, chunks=entry.chunks, chunks_failed=entry.chunks_failed,
             entries_planned=entry.entries_planned, events_lost=entry.events_lost, files_failed=entry.files_failed,
+            events_non_finite=entry.events_non_finite,
             histograms={M4L: _counts(entry.sumw * norm, entry.sumw2 * (norm * norm))},
         )
     return Aggregate(run_id=plan.run_id, release=release.name, luminosity_fb=luminosity,
                      bin_edges=tuple(config.bin_edges()), samples=samples, chunks_total=len(plan.chunks),
-                     failures=tuple(failures))
+                     failures=tuple(failures), warnings=tuple(warnings))

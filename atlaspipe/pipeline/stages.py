@@ -20,16 +20,19 @@ class AnalysisStages:
         self.rendered = rendered
 
     def plan(self, request: RunRequest) -> RunPlan:
-        from atlaspipe.pipeline.planning import plan_run, resolve_inputs
+        from atlaspipe.pipeline.planning import plan_run, resolve_inputs_skipping
 
+        roots = None
         if self.fence_inputs:
-            from atlaspipe.io.input_roots import check_submitted_inputs
+            from atlaspipe.io.input_roots import check_submitted_inputs, input_roots
 
             check_submitted_inputs(request.inputs)
-        release, files = resolve_inputs(request.release, request.inputs, request.samples, request.base_url,
-                                        request.fetch)
+            roots = input_roots()
+        release, files, skipped = resolve_inputs_skipping(request.release, request.inputs, request.samples,
+                                                          request.base_url, request.fetch)
         config = request.config.resolve(release)
-        return plan_run(request.run_id, config, files, allow_partial=request.allow_partial)
+        return plan_run(request.run_id, config, files, allow_partial=request.allow_partial, roots=roots,
+                        skipped=skipped)
 
     def aggregate(self, plan: RunPlan, results: dict[int, ChunkResult]) -> Aggregate:
         from atlaspipe.pipeline.processing import aggregate

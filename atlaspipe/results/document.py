@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -59,13 +60,15 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
         counts = entry.histograms[M4L]
         if entry.kind == "data":
             data_sumw += np.asarray(counts.sumw, dtype=np.float64)
-            data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected)
+            data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected,
+                                            events_non_finite=entry.events_non_finite)
             continue
         total = _histogram(counts)
         samples[name] = SampleYields(
             group=entry.group, kind=release.group(entry.group or "").kind if entry.group else "background",
             events_read=entry.events_read, events_selected=entry.events_selected,
-            normalisation=entry.normalisation, expected=total.total, expected_uncertainty=total.uncertainty,
+            events_non_finite=entry.events_non_finite, normalisation=entry.normalisation,
+            expected=total.total, expected_uncertainty=total.uncertainty,
             m4l=total, channels={c: _histogram(counts, i) for i, c in enumerate(CHANNELS)},
         )
     data_counts = Counts(sumw=tuple(tuple(r) for r in data_sumw.tolist()),
@@ -78,15 +81,25 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
         luminosity_fb=aggregated.luminosity_fb, bin_edges=aggregated.bin_edges,
         groups=tuple(_group_info(g, samples) for g in groups),
         data=DataSummary(
+            kind=_data_kind(plan, data_samples),
             events_read=sum(d.events_read for d in data_samples.values()),
             events_selected=sum(d.events_selected for d in data_samples.values()),
             events_in_range=round(data_total.total), m4l=data_total,
+            events_non_finite=sum(d.events_non_finite for d in data_samples.values()),
             channels={c: _histogram(data_counts, i) for i, c in enumerate(CHANNELS)}, samples=data_samples,
         ),
-        samples=samples, inputs=plan.files, notes=plan.notes,
+        samples=samples, inputs=plan.files, notes=plan.notes, skipped_inputs=plan.skipped,
         chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),
-        missing=aggregated.missing(), config=config,
+        missing=aggregated.missing(), config=config, warnings=aggregated.warnings,
     )
+
+
+def _data_kind(plan: RunPlan, data_samples: Mapping[str, DataCounts]) -> Literal["real", "pseudo"] | None:
+    """``pseudo`` if any data file of the run is marked as generated: one such file makes the sum pseudo-data."""
+    data_files = [f for f in plan.files if f.sample in data_samples]
+    if not data_files:
+        return None
+    return "pseudo" if any(f.generated for f in data_files) else "real"
 
 
 def package_versions() -> dict[str, str]:
@@ -122,7 +135,9 @@ def build_manifest(plan: RunPlan, request: RunRequest, status: RunStatus, result
     return Manifest(
         run_id=plan.run_id, created=plan.created, release=plan.release, status=results.status,
         executor=executor,
-        inputs=tuple(InputRecord(**f.model_dump(), checksum=file_checksum(f.source)) for f in plan.files),
+        # A file refused or unreadable at planning is not read now either.
+        inputs=tuple(InputRecord(**f.model_dump(), checksum=None if f.error else file_checksum(f.source))
+                     for f in plan.files),
         config=plan.config, chunks_total=len(plan.chunks), chunks_failed=len(results.chunks.failed),
         notes=plan.notes, versions=package_versions(), workers=workers,
         submitted_by=request.submitted_by or None, generation=status.generation, timings=dict(timings),

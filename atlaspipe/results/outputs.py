@@ -35,8 +35,8 @@ class Rendered:
     """The pieces rendered before ``write_outputs`` (by parallel tasks): the statistics, each
     figure's files by stem, when the first piece started, and the first failure's one-line reason."""
 
-    significance: Significance | None = None
-    fit: FitResult | None = None
+    statistics: tuple[Significance | None, FitResult | None] | None = None
+    """The fit piece's answer; None if it did not answer (then ``write_outputs`` fits itself)."""
     figures: dict[str, dict[str, str]] = field(default_factory=dict)
     started: float | None = None
     error: str | None = None
@@ -44,19 +44,20 @@ class Rendered:
     @classmethod
     def from_pieces(cls, pieces: list[dict[str, Any]]) -> Rendered:
         """Gather the answers of ``render_piece`` (in any order)."""
-        significance = fit = None
+        found: tuple[Significance | None, FitResult | None] | None = None
         figures: dict[str, dict[str, str]] = {}
         errors = [p["error"] for p in pieces if p.get("error")]
         for piece in pieces:
             if piece.get("error") or piece.get("partial"):
                 continue
             if piece["piece"] == FIT_PIECE:
-                significance = Significance.from_jsonable(piece["significance"], "fit piece")
-                fit = FitResult.from_jsonable(piece["fit"], "fit piece")
+                significance, fit = piece.get("significance"), piece.get("fit")
+                found = (None if significance is None else Significance.from_jsonable(significance, "fit piece"),
+                         None if fit is None else FitResult.from_jsonable(fit, "fit piece"))
             else:
                 figures[piece["piece"]] = dict(piece["outputs"])
         starts = [float(p["started"]) for p in pieces if p.get("started") is not None]
-        return cls(significance, fit, figures, min(starts, default=None), errors[0] if errors else None)
+        return cls(found, figures, min(starts, default=None), errors[0] if errors else None)
 
 
 def _results(aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> RunResults | None:
@@ -65,7 +66,7 @@ def _results(aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> RunRe
     return None if results.partial and not request.allow_partial else results
 
 
-def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance, FitResult]:
+def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance | None, FitResult | None]:
     from atlaspipe.results import statistics
 
     config = plan.config
@@ -86,7 +87,8 @@ def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunR
         return {**answer, "partial": True}
     if piece == FIT_PIECE:
         significance, fit = _statistics(results, plan)
-        answer.update(significance=significance.to_jsonable(), fit=fit.to_jsonable())
+        answer.update(significance=None if significance is None else significance.to_jsonable(),
+                      fit=None if fit is None else fit.to_jsonable())
     else:
         from atlaspipe.results import plotting
 
@@ -121,8 +123,8 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
         manifest = build_manifest(plan, request, status, results, workers, timings)
         files.write_text(run_dir / "manifest.json", manifest.to_json(indent=1) + "\n")
         return None
-    if rendered is not None and rendered.significance is not None and rendered.fit is not None:
-        significance, fit = rendered.significance, rendered.fit
+    if rendered is not None and rendered.statistics is not None:
+        significance, fit = rendered.statistics
     else:
         significance, fit = _statistics(results, plan)
     results = results.model_copy(update={"significance": significance, "fit": fit})

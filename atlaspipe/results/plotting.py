@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from atlaspipe.io.files import replacing
 from atlaspipe.model import GroupInfo, Histogram, RunResults
+from atlaspipe.results.tables import data_name
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -50,6 +51,8 @@ class PlotInputs:
     edges: FloatArray
     data: FloatArray
     entries: tuple[StackEntry, ...] = ()
+    data_label: str | None = "Data"
+    """The legend of the data points: ``Pseudo-data`` for generated data; None draws none (MC only)."""
 
     @property
     def stacked_total(self) -> FloatArray:
@@ -93,9 +96,14 @@ def plot_inputs(
             src = histogram(sample.m4l, sample.channels)
             values = values + np.asarray(src.values, dtype=np.float64)
             sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
+        if not any((s.group if s.group in known else "other") == group.id for s in results.samples.values()):
+            # A group none of whose samples was run is not drawn: a legend entry for nothing misleads.
+            continue
         stacked = stacked_groups is None or group.id in stacked_groups
         entries.append(StackEntry(group=group, values=values, sumw2=sumw2, stacked=stacked))
-    return PlotInputs(edges=edges, data=data, entries=tuple(entries))
+    label = data_name(results)
+    return PlotInputs(edges=edges, data=data, entries=tuple(entries),
+                      data_label=label[0].upper() + label[1:] if label else None)
 
 
 def _bin_width_label(edges: FloatArray) -> str:
@@ -136,8 +144,9 @@ def _draw_main(ax: Axes, inputs: PlotInputs, show_xlabel: bool = True) -> None:
                   color=entry.group.color, label=entry.group.label, linewidth=0)
         bottom = bottom + entry.values
     total, err = inputs.stacked_total, np.sqrt(inputs.stacked_sumw2)
-    ax.stairs(total + err, edges, baseline=total - err, fill=True, facecolor="none",
-              edgecolor="0.35", hatch="////", linewidth=0, label="Stat. Unc.")
+    if any(entry.stacked for entry in inputs.entries):
+        ax.stairs(total + err, edges, baseline=total - err, fill=True, facecolor="none",
+                  edgecolor="0.35", hatch="////", linewidth=0, label="Stat. Unc.")
     for entry in inputs.entries:
         if not entry.stacked:
             ax.stairs(entry.values, edges, color=entry.group.color, linewidth=2,
@@ -155,17 +164,20 @@ def _draw_main(ax: Axes, inputs: PlotInputs, show_xlabel: bool = True) -> None:
 
 
 def _draw_data(ax: Axes, inputs: PlotInputs) -> None:
+    if inputs.data_label is None:
+        return
     centres = 0.5 * (inputs.edges[:-1] + inputs.edges[1:])
     # Empty bins get no marker: a point at zero with no error bar reads as a measurement.
     filled = inputs.data > 0
     ax.errorbar(centres[filled], inputs.data[filled], yerr=np.sqrt(inputs.data[filled]),
-                fmt="o", color="black", markersize=5, capsize=0, label="Data")
+                fmt="o", color="black", markersize=5, capsize=0, label=inputs.data_label)
 
 
 def _labels(ax: Axes, results: RunResults, process: str) -> None:
     import mplhep
 
-    mplhep.atlas.label(text="Open Data", ax=ax, data=True, lumi=f"{results.luminosity_fb:g}",
+    # Only ATLAS data is "data" to the label; generated pseudo-data and MC alone are simulation.
+    mplhep.atlas.label(text="Open Data", ax=ax, data=results.data.kind == "real", lumi=f"{results.luminosity_fb:g}",
                        com=13, loc=4, fontsize="medium")
     ax.text(0.045, 0.83, "for education", transform=ax.transAxes, fontsize="small",
             style="italic", va="top")
@@ -217,7 +229,7 @@ def _ratio_figure(results: RunResults, inputs: PlotInputs) -> Figure:
                  markersize=5, capsize=0)
     rax.axhline(1.0, color="0.3", linestyle="--", linewidth=1)
     rax.set_ylim(0.0, 2.5)
-    rax.set_ylabel("Data / MC")
+    rax.set_ylabel(f"{inputs.data_label or 'Data'} / MC")
     rax.set_xlabel(r"$m_{4\ell}$ [GeV]")
     _stamp(fig, results)
     return fig
@@ -228,10 +240,14 @@ def figure_stems(channels: Sequence[str]) -> tuple[str, ...]:
     return ("m4l", *(f"m4l_{channel}" for channel in channels), "m4l_ratio")
 
 
-def build_figure(results: RunResults, stem: str, stacked_groups: Sequence[str] | None = None) -> Figure:
-    """One of the run's figures (see ``figure_stems``), not yet saved; call inside ``_style()``."""
+def build_figure(results: RunResults, stem: str, stacked_groups: Sequence[str] | None = None) -> Figure | None:
+    """One of the run's figures (see ``figure_stems``), not yet saved; call inside ``_style()``.
+    None for the ratio when there is no MC or no data to divide."""
     if stem == "m4l_ratio":
-        return _ratio_figure(results, plot_inputs(results, None, stacked_groups))
+        ratio_inputs = plot_inputs(results, None, stacked_groups)
+        if not ratio_inputs.entries or ratio_inputs.data_label is None:
+            return None
+        return _ratio_figure(results, ratio_inputs)
     if stem == "m4l":
         return _figure(results, plot_inputs(results, None, stacked_groups), r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")
     channel = stem.removeprefix("m4l_")
@@ -245,7 +261,8 @@ def build_figure(results: RunResults, stem: str, stacked_groups: Sequence[str] |
 def build_figures(results: RunResults, stacked_groups: Sequence[str] | None = None) -> dict[str, Figure]:
     """The run's figures by file stem (``m4l``, ``m4l_4e``, …, ``m4l_ratio``), not yet saved."""
     with _style():
-        return {stem: build_figure(results, stem, stacked_groups) for stem in figure_stems(results.channels)}
+        figures = {stem: build_figure(results, stem, stacked_groups) for stem in figure_stems(results.channels)}
+    return {stem: figure for stem, figure in figures.items() if figure is not None}
 
 
 FORMATS = ("png", "pdf")
@@ -264,6 +281,8 @@ def draw_figure(results: RunResults, stem: str, run_dir: Path, stacked_groups: S
     outputs: dict[str, str] = {}
     with _style():
         fig = build_figure(results, stem, stacked_groups)
+        if fig is None:
+            return outputs
         FigureCanvasAgg(fig)
         # Fixed margins fit the ATLAS-style labels; bbox_inches="tight" would draw every figure twice.
         fig.subplots_adjust(left=0.13, right=0.97, top=0.97, bottom=0.11)

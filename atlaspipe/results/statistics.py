@@ -237,6 +237,30 @@ class _FitValues:
     p_value_expected: float | None
     twice_nll: float | None
     parameters: dict[str, tuple[float, ...]]
+    warnings: tuple[str, ...] = ()
+
+
+AT_BOUND_TOLERANCE = 1e-3
+"""How near a bound, relative to the range, a fitted parameter counts as sitting on it."""
+
+
+def bound_warnings(values: dict[str, tuple[float, ...]], bounds: dict[str, list[tuple[float, float]]],
+                   poi: str = "mu") -> list[str]:
+    """One line per fitted parameter sitting on a bound of its range: there the minimum is not a
+    minimum of the likelihood, and the uncertainty the curvature gives means little."""
+    found = []
+    for name, fitted in values.items():
+        for index, (value, (lo, hi)) in enumerate(zip(fitted, bounds.get(name, []), strict=False)):
+            span = hi - lo
+            side = ("lower", lo) if value - lo <= AT_BOUND_TOLERANCE * span else \
+                ("upper", hi) if hi - value <= AT_BOUND_TOLERANCE * span else None
+            if side is None:
+                continue
+            label = name if len(fitted) == 1 else f"{name}[{index}]"
+            what = "μ̂" if name == poi else label
+            found.append(f"{what} = {value:.3g} is at the {side[0]} bound {side[1]:.3g} of its range: "
+                         "the fit result is not reliable")
+    return found
 
 
 def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float]) -> _FitValues:
@@ -299,6 +323,9 @@ def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float])
     p_obs, p_exp = float(p_obs), float(p_exp)
     parameters = {name: tuple(float(v) for v in np.atleast_1d(best[model.config.par_slice(name)]))
                   for name in model.config.par_order}
+    free = {name: values for name, values in parameters.items()
+            if not all(fixed[model.config.par_slice(name)])}
+    ranges = {name: [tuple(b) for b in bounds[model.config.par_slice(name)]] for name in free}
     return _FitValues(
         mu=_finite(mu_hat),
         mu_uncertainty=_finite(mu_unc),
@@ -311,6 +338,7 @@ def _fit(spec: dict[str, Any], data: FloatArray, mu_bounds: tuple[float, float])
         twice_nll=_finite(float(twice_nll_min)),
         # JSON has no NaN: a parameter the fit left undefined is not reported.
         parameters={name: values for name, values in parameters.items() if all(map(math.isfinite, values))},
+        warnings=tuple(bound_warnings(free, ranges)),
     )
 
 
@@ -323,18 +351,34 @@ METHOD = ("pyhf binned profile likelihood, MINUIT (SLSQP if no nuisance paramete
           "mu interval from -2ΔlnL = 1; significances from q0 (asymptotic)")
 
 
+def has_data(results: RunResults) -> bool:
+    """Whether the run read any data file (a data period selecting no event still counts)."""
+    return results.data.given
+
+
 def fit_results(results: RunResults, options: FitOptions | None = None) -> FitResult:
-    """The pyhf fit of mu to the data histogram; on failure the values are None with ``error``."""
+    """The pyhf fit of mu to the data histogram; on failure the values are None with ``error``.
+
+    A run without data is fitted to the Asimov data of its MC (signal at μ = 1, every bin at its
+    expectation): the result is the expected one, and labelled so.
+    """
     options = options or FitOptions()
     inputs = fit_input(results)
-    n_data = float(inputs.data.sum())
+    expected = not has_data(results)
+    if expected:
+        asimov = inputs.signal + sum((h for h, _ in inputs.backgrounds.values()), np.zeros_like(inputs.signal))
+        inputs = FitInput(signal=inputs.signal, signal_sumw2=inputs.signal_sumw2, backgrounds=inputs.backgrounds,
+                          data=asimov, bins_used=inputs.bins_used)
+    n_data = 0.0 if expected else float(inputs.data.sum())
     base = FitResult(
         background_norm_uncertainty=options.background_norm_uncertainty, staterror=options.staterror,
         mu_upper=options.mu_upper, method=METHOD,
         bins_used=len(inputs.bins_used), bins_total=len(results.bin_edges) - 1,
         n_data=n_data, n_signal=float(inputs.signal.sum()),
         n_background=float(sum(h.sum() for h, _ in inputs.backgrounds.values())),
-        data_outside_model=float(np.sum(np.asarray(results.data.m4l.values, dtype=np.float64))) - n_data,
+        data_outside_model=0.0 if expected else
+        float(np.sum(np.asarray(results.data.m4l.values, dtype=np.float64))) - n_data,
+        kind="expected" if expected else "observed",
     )
     if not np.any(inputs.signal > 0.0):
         return base.model_copy(update={"error": "no signal expectation in the m4l range; mu cannot be fitted"})
@@ -349,8 +393,12 @@ def fit_results(results: RunResults, options: FitOptions | None = None) -> FitRe
             warnings.simplefilter("ignore", DeprecationWarning)
             fitted = _fit(spec, inputs.data, mu_bounds)
     except Exception as exc:  # the fit must not sink a finished run: report why instead
-        log.warning("run %s: the fit failed", results.run_id, exc_info=True)
-        return base.model_copy(update={"error": f"{type(exc).__name__}: {exc}"})
+        reason = " ".join(str(exc).split())[:300]
+        log.warning("run %s: the fit failed: %s%s", results.run_id, type(exc).__name__, f": {reason}" if reason else "")
+        log.debug("the failed fit", exc_info=True)
+        return base.model_copy(update={"error": f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__})
+    for warning in fitted.warnings:
+        log.warning("run %s: fit: %s", results.run_id, warning)
     return base.model_copy(update={**asdict(fitted), "converged": fitted.mu is not None})
 
 
@@ -371,6 +419,11 @@ def significance_results(
 
 def summarise(
     results: RunResults, window_gev: tuple[float, float], fit_options: FitOptions
-) -> tuple[Significance, FitResult]:
-    """The ``significance`` and ``fit`` of a run's results (the statistics are not in it yet)."""
+) -> tuple[Significance | None, FitResult | None]:
+    """The ``significance`` and ``fit`` of a run's results (the statistics are not in it yet).
+
+    A run without MC has neither: there is no expectation to compare the data with.
+    """
+    if not results.samples:
+        return None, None
     return significance_results(results, window_gev), fit_results(results, fit_options)

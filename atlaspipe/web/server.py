@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import hmac
 import html
 import logging
+import mimetypes
+import os
 import re
 import signal
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,6 +54,19 @@ _DOCUMENTS = ("manifest.json", "status.json", "results.json")
 
 D = TypeVar("D", bound=Document)
 
+HEADER_TIMEOUT_SECONDS = 15.0
+"""How long a connection may take to send a whole request (or stay idle between requests)."""
+
+
+def runner_options(header_timeout: float = HEADER_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """aiohttp server options that close a connection whose request headers do not arrive in time.
+
+    aiohttp has no header read timeout of its own. Its keep-alive timer starts when a connection
+    opens and moves only when a request has been answered, and on expiry it closes a connection
+    that has no complete request: so it bounds the time to send the headers, trickled or not.
+    """
+    return {"keepalive_timeout": header_timeout}
+
 
 # ---------------------------------------------------------------------------------------------
 # Reading run folders
@@ -60,17 +77,41 @@ def safe_child(parent: Path, name: str) -> Path | None:
     if not _SEGMENT.match(name) or ".." in name:
         return None
     base = parent.resolve()
+    # Nothing is served through a symbolic link, even one to a file of the same folder.
+    if (base / name).is_symlink():
+        return None
     child = (base / name).resolve()
-    # resolve() follows symlinks, so a link pointing out of the folder is refused too.
     if child.parent != base:
         return None
     return child
 
 
+class NotRegular(OSError):
+    """A path that is a symbolic link, a folder, a FIFO or a device: never read by the server."""
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, opened without following a symbolic link, if it is a regular file.
+
+    Opening with O_NOFOLLOW and checking the open descriptor leaves no window between a check and
+    the read for a link or a FIFO to be swapped in.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegular(errno.ELOOP, "a symbolic link, not served") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file, not served")
+        return handle.read()
+
+
 def _read(kind: type[D], path: Path, problems: list[str]) -> D | None:
     """The document at ``path``; None if there is none, or if it is invalid (said in ``problems``)."""
     try:
-        text = path.read_bytes()
+        text = read_regular(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -227,10 +268,15 @@ def create_app(output: Path, auth: tuple[str, str] | None = None) -> web.Applica
     async def run_file(request: web.Request) -> web.StreamResponse:
         run = run_or_404(request)
         path = safe_child(run.path, request.match_info["name"])
-        if path is None or path.suffix.lower() not in _SERVED_SUFFIXES or not path.is_file():
+        if path is None or path.suffix.lower() not in _SERVED_SUFFIXES:
             raise web.HTTPNotFound()
+        try:
+            body = await asyncio.to_thread(read_regular, path)
+        except OSError:
+            raise web.HTTPNotFound() from None
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         # Plots are rewritten when a run finishes: always revalidate.
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        return web.Response(body=body, content_type=kind, headers={"Cache-Control": "no-cache"})
 
     async def static(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -258,11 +304,12 @@ def serve(output: Path, host: str, port: int, auth: tuple[str, str] | None,
     asyncio.run(_serve(output, host, port, auth, on_listening or (lambda url: log.info("serving at %s", url))))
 
 
-async def _serve(output: Path, host: str, port: int, auth: tuple[str, str] | None,
-                 on_listening: Callable[[str], None]) -> None:
+async def start_server(output: Path, host: str, port: int, auth: tuple[str, str] | None,
+                       header_timeout: float = HEADER_TIMEOUT_SECONDS) -> web.AppRunner:
+    """The server of ``output`` listening on ``host:port``; ``cleanup()`` the runner to stop it."""
     from aiohttp import web
 
-    runner = web.AppRunner(create_app(output, auth), access_log=None)
+    runner = web.AppRunner(create_app(output, auth), access_log=None, **runner_options(header_timeout))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -270,6 +317,12 @@ async def _serve(output: Path, host: str, port: int, auth: tuple[str, str] | Non
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return runner
+
+
+async def _serve(output: Path, host: str, port: int, auth: tuple[str, str] | None,
+                 on_listening: Callable[[str], None]) -> None:
+    runner = await start_server(output, host, port, auth)
     bound = runner.addresses[0]
     shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
     on_listening(f"http://{shown}:{bound[1]}/")

@@ -3,7 +3,9 @@ and ``--allow-partial`` marks every output PARTIAL with what was lost."""
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -211,31 +213,6 @@ def check_partial_outputs(run_dir: Path, lost_sample: str) -> None:
 # --- the same inputs through the workers ---------------------------------------------------------------
 
 @pytest.mark.integration
-def test_bad_inputs_on_workers_are_listed_and_partial_allowed(fault_pool: WorkerPool) -> None:  # noqa: F811
-    start_stages(fault_pool)
-    inputs = fault_pool.tmp / "inputs"
-    inputs.mkdir()
-    shutil.copyfile(GOOD, inputs / "data_A.4lep.root")
-    names = {"truncated": "data_B", "random bytes": "data_C", "jagged expected": "data_D"}
-    for case, sample in names.items():
-        BAD_FILES[case][0](inputs / f"{sample}.4lep.root")
-    refused = run_submit(fault_pool, "--input", str(inputs / "data_A.4lep.root"), str(inputs / "data_D.4lep.root"))
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
-    assert str(inputs / "data_D.4lep.root") in refused.stderr and "lep_pt" in refused.stderr
-    # Files that cannot even be opened fail the planning, naming the file.
-    for sample in ("data_B", "data_C"):
-        planned = run_submit(fault_pool, "--input", str(inputs / f"{sample}.4lep.root"))
-        assert planned.returncode != 0 and str(inputs / f"{sample}.4lep.root") in planned.stderr, planned.stderr
-        assert "Traceback" not in planned.stderr
-    partial = run_submit(fault_pool, "--input", str(inputs / "data_A.4lep.root"), str(inputs / "data_D.4lep.root"),
-                         "--allow-partial")
-    assert partial.returncode == 0, partial.stderr
-    assert "PARTIAL" in partial.stdout
-    run_dir = Path(next(line.split()[-1] for line in partial.stderr.splitlines() if "outputs will be in" in line))
-    check_partial_outputs(run_dir, "data_D")
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("where", ["../../etc/passwd", "symlink"])
 def test_paths_outside_the_input_roots_are_refused(fault_pool: WorkerPool, where: str) -> None:  # noqa: F811
     start_stages(fault_pool)
@@ -247,7 +224,9 @@ def test_paths_outside_the_input_roots_are_refused(fault_pool: WorkerPool, where
         link.symlink_to(outside / "data_A.4lep.root")
         target = str(link)
     else:
-        target = where
+        # As many parents as it takes from the workers' folder: an existing file, so the refusal is
+        # the fence's and not "file not found".
+        target = os.path.relpath("/etc/passwd", fault_pool.tmp)
     try:
         completed = run_submit(fault_pool, "--input", target)
     finally:
@@ -282,3 +261,56 @@ def test_entry_count_changed_on_workers(fault_pool: WorkerPool) -> None:  # noqa
     failures = store.status(run_id).failures
     assert failures and failures[0].source == str(data)
     assert "when the run was planned" in failures[0].reason
+
+
+@pytest.mark.integration
+def test_corpus_on_workers(fault_pool: WorkerPool) -> None:  # noqa: F811
+    """The whole corpus in one folder, one partial run on workers fenced to that folder: every case
+    ends as its named failure, its skip or its counted exclusion in results.json and the summary."""
+    from atlaspipe.physics.catalog import recognise_file
+    from tests import corpus
+
+    cases = tuple(c for c in corpus.CASES if c.name != "wrong-name")
+    allowed = corpus.build(fault_pool.tmp / "corpus", cases)
+    (allowed / "good").mkdir()
+    shutil.copyfile(GOOD, allowed / "good" / "data_A.4lep.root")
+    start_stages(fault_pool, extra_env={"ATLASPIPE_INPUT_ROOTS": str(allowed)})
+    partial = run_submit(fault_pool, "--input", str(allowed), "--allow-partial")
+    assert partial.returncode == 0 and "Traceback" not in partial.stderr, partial.stderr
+    run_dir = Path(next(line.split()[-1] for line in partial.stderr.splitlines() if "outputs will be in" in line))
+    results = RunResults.read(run_dir / "results.json")
+    assert results.status == "partial"
+    failures = {f.source: f for f in results.chunks.failed}
+    skipped = {s.source: s.reason for s in results.skipped_inputs}
+    counted = {**{n: s.events_non_finite for n, s in results.data.samples.items()},
+               **{n: s.events_non_finite for n, s in results.samples.items()}}
+    for case in cases:
+        path = str(case.path(fault_pool.tmp / "corpus"))
+        if case.outcome == "error":
+            assert path in failures, (case.name, sorted(failures))
+            assert re.search(case.reason, failures[path].reason), (case.name, failures[path].reason)
+            assert (failures[path].chunk_id is None) == case.planning, case.name
+            assert partial.stdout.count(path) == 1 or path not in partial.stdout, case.name
+        elif case.outcome == "skipped":
+            assert skipped[path] == case.reason, case.name
+            assert f"{path}: {case.reason}" in partial.stdout
+        else:
+            assert counted[recognise_file(path)[1].name] == case.excluded, case.name
+    assert "non-finite values (NaN/inf): 7 event(s) left out: " in partial.stdout, partial.stdout
+    manifest = Manifest.read(run_dir / "manifest.json")
+    text = (run_dir / "manifest.json").read_text()
+    assert not re.search(r"\w+:[x*!]?:\d+:\d+:", text) and "SECRET-PAGE" not in text
+    passwd = str(corpus.CASE_BY_NAME["link-to-passwd"].path(fault_pool.tmp / "corpus"))
+    assert [i.checksum for i in manifest.inputs if i.source == passwd] == [None]
+    assert 'id="non-finite"' in (run_dir / "report.html").read_text()
+    assert Manifest.read(run_dir / "manifest.json").status == "partial"
+    assert "PARTIAL" in (run_dir / "yields.md").read_text() and "PARTIAL" in (run_dir / "report.html").read_text()
+    # Without --allow-partial: a file failing at planning fails the run, a failed chunk exits 1; a
+    # file no catalog names is refused saying how to name it. Each names the file, no traceback.
+    corpus.build(fault_pool.tmp / "corpus", (corpus.CASE_BY_NAME["wrong-name"],))
+    for name in ("random-bytes", "unequal-lengths", "wrong-name"):
+        case = corpus.CASE_BY_NAME[name]
+        refused = run_submit(fault_pool, "--input", str(GOOD), str(case.path(fault_pool.tmp / "corpus")))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+        assert str(case.path(fault_pool.tmp / "corpus")) in refused.stderr + refused.stdout, name
+        assert re.search(case.reason, refused.stderr + refused.stdout), (name, refused.stderr, refused.stdout)

@@ -141,7 +141,7 @@ def test_result_backend_restarted_empty_then_resume(fault_pool: WorkerPool, inpu
     run_id = run_id_from(err)
     # The run's records went with Redis: the submitter says so in one line and names the fix.
     assert code == 1, err[-3000:]
-    assert f"atlaspipe-submit resume {run_id}" in err and "Traceback" not in err, err[-3000:]
+    assert f"atlaspipe resume {run_id}" in err and "Traceback" not in err, err[-3000:]
     started = time.monotonic()
     resumed = run_submit(fault_pool, "resume", run_id, "--output", str(fault_pool.tmp / "outputs"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -374,7 +374,7 @@ def test_a_lost_chunk_result_is_reported_as_a_stall_and_resume_finishes(
         # A non-blocking text stream with nothing to read raises TypeError inside its decoder.
         with contextlib.suppress(TypeError):
             seen[0] += submitter.stderr.read() or ""  # type: ignore[union-attr]
-        return f"finish it with: atlaspipe-submit resume {run_id}" in seen[0]
+        return f"finish it with: atlaspipe resume {run_id}" in seen[0]
 
     wait_for(stalled, timeout=60, interval=0.2, what="the stall note")
     os.killpg(submitter.pid, signal.SIGKILL)

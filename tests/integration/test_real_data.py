@@ -27,6 +27,9 @@ def test_2020_data_counts_per_period() -> None:
     assert results.data.events_selected == 507
     assert results.data.events_in_range == 371
     assert results.data.events_read == 39 + 156 + 237 + 400
+    # ATLAS data, not generated; the notebook's 0.5 + 1.9 + 2.9 + 4.7 fb⁻¹.
+    assert results.data.kind == "real"
+    assert results.luminosity_fb == pytest.approx(10.0)
 
 
 def test_2020_data_counts_do_not_depend_on_chunking() -> None:
@@ -42,3 +45,6 @@ def test_2025e_data_file_full_selection() -> None:
     assert results.release == "2025e"
     assert results.data.events_read == 3424
     assert results.data.events_selected == 2
+    assert results.data.kind == "real"
+    # The notebook's period-D luminosity, not the release's 36.6 fb⁻¹.
+    assert results.luminosity_fb == pytest.approx(0.105)

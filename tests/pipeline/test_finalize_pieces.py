@@ -31,7 +31,7 @@ def test_rendered_pieces_are_gathered_in_any_order() -> None:
         {"piece": "m4l", "started": 11.0, "outputs": {"m4l_png": "m4l.png", "m4l_pdf": "m4l.pdf"}},
     ]
     rendered = Rendered.from_pieces(pieces)
-    assert rendered.significance == significance and rendered.fit == fit
+    assert rendered.statistics == (significance, fit)
     assert rendered.figures == {"m4l_ratio": {"m4l_ratio_png": "m4l_ratio.png"},
                                 "m4l": {"m4l_png": "m4l.png", "m4l_pdf": "m4l.pdf"}}
     assert rendered.started == 10.5 and rendered.error is None

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_statistics import LOST_CHUNK, histogram, make_results, with_data, with_samples
+from synthetic_results import LOST_CHUNK, histogram, make_results, with_data, with_samples
 
 from atlaspipe.model import Failure, RunResults, RunState, RunStatus
 from atlaspipe.results.plotting import PARTIAL_STAMP, build_figures, draw_all, plot_inputs
@@ -190,12 +190,13 @@ def test_empty_data_and_empty_bins_draw(tmp_path: Path) -> None:
     figures = build_figures(results)
     xs, _ = _data_points(figures["m4l"])
     assert len(xs) == 0
-    # No MC at all (a data-only run) still draws every figure.
+    # No MC at all (a data-only run) draws the data alone, and no data/MC ratio.
     data = [0.0] * 34
     data[3] = 4.0
     results = with_samples(with_data(results, data), {})
     outputs = draw_all(results, tmp_path)
-    assert (tmp_path / outputs["m4l_ratio_png"]).stat().st_size > 10_000
+    assert (tmp_path / outputs["m4l_png"]).stat().st_size > 10_000
+    assert "m4l_ratio_png" not in outputs
 
 
 def test_plotting_is_not_imported_eagerly() -> None:
@@ -292,7 +293,7 @@ def _ended(state: RunState, message: str, failures: tuple[Failure, ...] = (), ex
 def test_a_failed_run_is_one_line_unless_chunks_failed() -> None:
     disk_full = "finalize failed: No space left on device: /out/r1/m4l_4e.pdf"
     assert format_failed(_ended(RunState.FAILED, disk_full)) == (
-        f"run r1 failed: {disk_full}; run folder /out/r1; after fixing the cause: atlaspipe-submit resume r1")
+        f"run r1 failed: {disk_full}; run folder /out/r1; after fixing the cause: atlaspipe resume r1")
     assert format_failed(_ended(RunState.FAILED, disk_full, executor="in-process")) == (
         f"run r1 failed: {disk_full}; run folder /out/r1")
     assert format_failed(_ended(RunState.CANCELLED, "")) == "run r1 cancelled: cancelled; run folder /out/r1"
@@ -303,5 +304,5 @@ def test_a_failed_run_is_one_line_unless_chunks_failed() -> None:
         "run r1 failed: 25 of 10 chunk(s) failed",
         *(f"  {f.describe()}" for f in many[:3]),
         "  … and 22 more (see /out/r1/status.json)",
-        "run folder /out/r1; after fixing the cause: atlaspipe-submit resume r1",
+        "run folder /out/r1; after fixing the cause: atlaspipe resume r1",
     ]

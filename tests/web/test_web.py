@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
-from test_statistics import LOST_CHUNK, make_results
+from synthetic_results import LOST_CHUNK, make_results
 
 from atlaspipe.errors import ConfigError
 from atlaspipe.io import files

@@ -189,7 +189,7 @@ class CeleryClient:
             if watch.seen_record:
                 raise RunFailedError(
                     f"run {run_id}: the result backend lost the run's records (was Redis restarted empty?); "
-                    f"finish the run with: atlaspipe-submit resume {run_id}") from None
+                    f"finish the run with: atlaspipe resume {run_id}") from None
             return None
         if watch.backend_down_since is not None:
             self.note(f"run {run_id}: result backend reachable again")
@@ -207,8 +207,8 @@ class CeleryClient:
         elif now - watch.backend_down_since > BACKEND_GRACE_SECONDS:
             raise RunFailedError(
                 f"run {run_id} stalled: result backend unreachable for {BACKEND_GRACE_SECONDS:g} s; the run "
-                f"goes on without being followed (check with: atlaspipe-submit status {run_id}; "
-                f"if it stays stuck once the backend is back: atlaspipe-submit resume {run_id})")
+                f"goes on without being followed (check with: atlaspipe status {run_id}; "
+                f"if it stays stuck once the backend is back: atlaspipe resume {run_id})")
 
     def _watch_progress(self, run_id: str, status: RunStatus, watch: _Watch, stall_seconds: float) -> None:
         fingerprint = (status.state, status.generation, status.chunks_done, status.events_read)
@@ -226,7 +226,7 @@ class CeleryClient:
         if in_flight == 0 and queued == 0:
             missing = status.chunks_total - status.chunks_done
             self.note(f"run {run_id} stalled: {missing} chunk(s) have no result and none is queued or running; "
-                      f"finish it with: atlaspipe-submit resume {run_id}")
+                      f"finish it with: atlaspipe resume {run_id}")
             watch.stall_noted = True
 
     def _hint_idle_stage(self, status: RunStatus | None, watch: _Watch) -> None:
