@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {
     "flower": Command("atlaspipe.cli.flower",
                       "Flower for the workers, refused beyond localhost without authentication"),
     "completion": Command("atlaspipe.cli.completion", "print the shell completion script (bash, zsh, fish)"),
+    "exporter": Command("atlaspipe.cli.exporter", "Prometheus metrics of the queues, workers and runs"),
 }
 PASSTHROUGH = frozenset({"flower"})
 """Commands whose options belong to another program, handed over unparsed."""

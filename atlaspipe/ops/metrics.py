@@ -6,6 +6,14 @@ mode: ``PROMETHEUS_MULTIPROC_DIR`` is set in the main process before any metric 
 inherit it through fork and write their values to per-pid files, and the main process merges those
 files at each scrape. CPU and memory come from psutil over the main process and all its children.
 
+Two sets of families come out of the same signals: ``atlaspipe_*`` (per stage, what atlaspipe's own
+bench and docs read) and celery-exporter's ``celery_task_*`` / ``celery_worker_tasks_active`` (per task
+name and worker hostname), so the Celery dashboards operators already run work unchanged. Every
+counter exists at zero from the worker's start, for every registered atlaspipe task and this worker:
+``rate()`` and ``increase()`` need the zero sample before the first failure. Queue length, consumers,
+worker liveness and stalled runs are cluster facts, served by ``atlaspipe exporter``
+(``atlaspipe.pipeline.celery.monitor``), not by any one worker.
+
 Nothing here imports prometheus_client until a worker starts with the exporter on, so ``atlaspipe-submit``
 and ``atlaspipe run`` never pay for it.
 """
@@ -18,7 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +60,20 @@ class _TaskMetrics:
     events_read: Any
     events_selected: Any
     bytes_read: Any
+    celery: _CeleryMetrics
+
+
+CELERY_TASK_EVENTS = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked")
+"""celery-exporter's task counters, ``celery_task_<event>_total{name,hostname}``."""
+
+
+@dataclass
+class _CeleryMetrics:
+    """celery-exporter's families, fed by this worker's signals."""
+
+    counters: dict[str, Any]
+    runtime: Any
+    active: Any
 
 
 @dataclass
@@ -62,6 +84,7 @@ class _State:
     directory: Path | None = None
     owns_directory: bool = False
     main_pid: int = 0
+    hostname: str = ""
     task_started: dict[str, float] = field(default_factory=dict)
 
 
@@ -78,6 +101,8 @@ def install(app: Celery) -> None:
         (signals.worker_process_shutdown, _on_worker_process_shutdown),
         (signals.worker_shutdown, _on_worker_shutdown),
         (signals.before_task_publish, _on_before_task_publish),
+        (signals.task_received, _on_task_received),
+        (signals.task_revoked, _on_task_revoked),
         (signals.task_prerun, _on_task_prerun),
         (signals.task_postrun, _on_task_postrun),
         (signals.task_success, _on_task_success),
@@ -112,6 +137,21 @@ def _prepare_multiprocess_dir() -> tuple[Path, bool]:
     return directory, True
 
 
+def _create_celery_metrics() -> _CeleryMetrics:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    labels = ("name", "hostname")
+    counters = {event: Counter(f"celery_task_{event}", f"Tasks {event} (celery-exporter compatible)", labels)
+                for event in CELERY_TASK_EVENTS}
+    return _CeleryMetrics(
+        counters=counters,
+        runtime=Histogram("celery_task_runtime", "Task run time in seconds (celery-exporter compatible)", labels,
+                          buckets=DURATION_BUCKETS),
+        active=Gauge("celery_worker_tasks_active", "Tasks this worker is running now (celery-exporter compatible)",
+                     ("hostname",), multiprocess_mode="livesum"),
+    )
+
+
 def _create_metrics() -> _TaskMetrics:
     from prometheus_client import Counter, Gauge, Histogram, values
 
@@ -120,6 +160,7 @@ def _create_metrics() -> _TaskMetrics:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]  # unannotated upstream
     task_labels = ("stage", "task")
     return _TaskMetrics(
+        celery=_create_celery_metrics(),
         started=Counter("atlaspipe_tasks_started_total", "Tasks started", task_labels),
         succeeded=Counter("atlaspipe_tasks_succeeded_total", "Tasks that returned", task_labels),
         failed=Counter("atlaspipe_tasks_failed_total", "Tasks that raised", task_labels),
@@ -137,7 +178,23 @@ def _create_metrics() -> _TaskMetrics:
     )
 
 
-def start_exporter(port: int, worker: str, stage: str, address: str = "0.0.0.0") -> int:
+def _zero_series(metrics: _TaskMetrics, task_names: Collection[str], hostname: str) -> None:
+    """Every counter of every known task at zero, so a first failure is an increase, not a new series."""
+    for name in task_names:
+        stage = _state.stage_by_task.get(name, "unknown")
+        for counter in (metrics.started, metrics.succeeded, metrics.failed, metrics.retried):
+            counter.labels(stage, name)
+        for counter in metrics.celery.counters.values():
+            counter.labels(name, hostname)
+        metrics.celery.runtime.labels(name, hostname)
+    for stage in sorted(set(_state.stage_by_task.get(name, "unknown") for name in task_names)):
+        metrics.in_progress.labels(stage)
+        metrics.duration.labels(stage)
+    metrics.celery.active.labels(hostname)
+
+
+def start_exporter(port: int, worker: str, stage: str, address: str = "0.0.0.0",
+                   task_names: Collection[str] = ()) -> int:
     """Serve this process's and its pool children's metrics on ``address:port``; returns the bound port."""
     directory, owned = _prepare_multiprocess_dir()
     from prometheus_client import CollectorRegistry, start_http_server
@@ -145,7 +202,9 @@ def start_exporter(port: int, worker: str, stage: str, address: str = "0.0.0.0")
 
     _state.directory, _state.owns_directory = directory, owned
     _state.main_pid = os.getpid()
+    _state.hostname = worker
     _state.metrics = _create_metrics()
+    _zero_series(_state.metrics, task_names, worker)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]  # unannotated upstream
     registry.register(WorkerResourceCollector(os.getpid(), worker, stage))
@@ -155,11 +214,20 @@ def start_exporter(port: int, worker: str, stage: str, address: str = "0.0.0.0")
 
 
 def _worker_stage(worker: Any) -> str:
+    """The stage label of a worker's own resources: its queues joined by ``+`` (a comma would make the
+    label unusable in PromQL regexes and in the bench's service names)."""
     try:
         queues = sorted(worker.app.amqp.queues.consume_from)
     except AttributeError:
         queues = []
-    return ",".join(queues) or "all"
+    return "+".join(queues) or "all"
+
+
+def _task_names(worker: Any) -> list[str]:
+    try:
+        return sorted(name for name in worker.app.tasks if name.startswith("atlaspipe."))
+    except AttributeError:
+        return []
 
 
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
@@ -169,7 +237,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     address = os.environ.get(ADDRESS_ENV, "0.0.0.0")
     hostname = str(getattr(sender, "hostname", "") or os.uname().nodename)
     try:
-        bound = start_exporter(port, hostname, _worker_stage(sender), address)
+        bound = start_exporter(port, hostname, _worker_stage(sender), address, _task_names(sender))
     except OSError as exc:
         # A worker without metrics still does its work; the log says why the exporter is missing.
         log.error("metrics exporter not started on %s:%d: %s", address, port, exc)
@@ -195,6 +263,8 @@ def _on_worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
 
 def _on_worker_shutdown(**_: Any) -> None:
     if _state.server is not None and os.getpid() == _state.main_pid:
+        # The main process holds live gauges too (the zero series): a shared folder must not keep them.
+        _on_worker_process_shutdown(os.getpid())
         _state.server.shutdown()
         _state.server.server_close()
         _state.server = None
@@ -214,9 +284,23 @@ def _stage(task: Any) -> str:
     return str(delivery.get("routing_key") or "unknown")
 
 
-def _on_before_task_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+def _on_before_task_publish(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is not None:
         headers[PUBLISHED_HEADER] = time.time()
+    if _state.metrics is not None and sender:
+        _state.metrics.celery.counters["sent"].labels(str(sender), _state.hostname).inc()
+
+
+def _on_task_received(request: Any = None, **_: Any) -> None:
+    name = getattr(request, "name", None)
+    if _state.metrics is not None and name:
+        _state.metrics.celery.counters["received"].labels(str(name), _state.hostname).inc()
+
+
+def _on_task_revoked(sender: Any = None, **_: Any) -> None:
+    name = getattr(sender, "name", None)
+    if _state.metrics is not None and name:
+        _state.metrics.celery.counters["revoked"].labels(str(name), _state.hostname).inc()
 
 
 def _on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
@@ -226,6 +310,8 @@ def _on_task_prerun(task_id: str = "", task: Any = None, **_: Any) -> None:
     stage = _stage(task)
     metrics.started.labels(stage, task.name).inc()
     metrics.in_progress.labels(stage).inc()
+    metrics.celery.counters["started"].labels(task.name, _state.hostname).inc()
+    metrics.celery.active.labels(_state.hostname).inc()
     _state.task_started[task_id] = time.perf_counter()
     published = task.request.get(PUBLISHED_HEADER)
     if isinstance(published, int | float):
@@ -239,9 +325,12 @@ def _on_task_postrun(task_id: str = "", task: Any = None, **_: Any) -> None:
         return
     stage = _stage(task)
     metrics.in_progress.labels(stage).dec()
+    metrics.celery.active.labels(_state.hostname).dec()
     started = _state.task_started.pop(task_id, None)
     if started is not None:
-        metrics.duration.labels(stage).observe(time.perf_counter() - started)
+        runtime = time.perf_counter() - started
+        metrics.duration.labels(stage).observe(runtime)
+        metrics.celery.runtime.labels(task.name, _state.hostname).observe(runtime)
 
 
 def _on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
@@ -249,6 +338,7 @@ def _on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if metrics is None or sender is None:
         return
     metrics.succeeded.labels(_stage(sender), sender.name).inc()
+    metrics.celery.counters["succeeded"].labels(sender.name, _state.hostname).inc()
     if sender.name == PROCESS_TASK and isinstance(result, dict) and not result.get("duplicate"):
         sample = str(result.get("sample", "unknown"))
         metrics.events_read.labels(sample).inc(int(result.get("events_read") or 0))
@@ -259,11 +349,13 @@ def _on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
 def _on_task_failure(sender: Any = None, **_: Any) -> None:
     if _state.metrics is not None and sender is not None:
         _state.metrics.failed.labels(_stage(sender), sender.name).inc()
+        _state.metrics.celery.counters["failed"].labels(sender.name, _state.hostname).inc()
 
 
 def _on_task_retry(sender: Any = None, **_: Any) -> None:
     if _state.metrics is not None and sender is not None:
         _state.metrics.retried.labels(_stage(sender), sender.name).inc()
+        _state.metrics.celery.counters["retried"].labels(sender.name, _state.hostname).inc()
 
 
 # --------------------------------------------------------------------------- CPU and memory
@@ -331,11 +423,18 @@ class WorkerResourceCollector:
         count = GaugeMetricFamily("atlaspipe_worker_pool_processes", "Live pool child processes",
                                   labels=["worker", "stage"])
         count.add_metric(labels, float(sum(1 for s in samples if s.role == "pool")))
-        per_cpu = CounterMetricFamily("atlaspipe_worker_process_cpu_seconds", "CPU seconds per worker process",
-                                      labels=["worker", "stage", "pid", "role"])
+        # Per role, not per pid: pool children are replaced (worker_max_tasks_per_child), and a pid
+        # label would add series without bound.
+        per_cpu = CounterMetricFamily("atlaspipe_worker_process_cpu_seconds",
+                                      "CPU seconds of the worker's main process and of its live pool children",
+                                      labels=["worker", "stage", "role"])
         per_rss = GaugeMetricFamily("atlaspipe_worker_process_resident_memory_bytes",
-                                    "Resident memory per worker process", labels=["worker", "stage", "pid", "role"])
-        for s in samples:
-            per_cpu.add_metric([*labels, str(s.pid), s.role], s.cpu_seconds)
-            per_rss.add_metric([*labels, str(s.pid), s.role], float(s.rss_bytes))
+                                    "Resident memory of the worker's main process and of its pool children",
+                                    labels=["worker", "stage", "role"])
+        main_cpu = sum(s.cpu_seconds for s in samples if s.role == "main")
+        # The pool's share includes children already reaped, so it never drops when one is replaced.
+        per_cpu.add_metric([*labels, "main"], main_cpu)
+        per_cpu.add_metric([*labels, "pool"], max(0.0, total - main_cpu))
+        for role in ("main", "pool"):
+            per_rss.add_metric([*labels, role], float(sum(s.rss_bytes for s in samples if s.role == role)))
         yield from (cpu, rss, count, per_cpu, per_rss)

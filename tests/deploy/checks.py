@@ -221,6 +221,10 @@ def listen_port(argv: list[str], env: dict[str, str]) -> set[int]:
             return {int(params.get("port") or 5555)}
     if program == "atlaspipe" and len(argv) > 1 and argv[1] == "serve":
         return {int(option_value(argv, "--port") or 8080)}
+    if program == "atlaspipe" and len(argv) > 1 and argv[1] == "exporter":
+        from atlaspipe.pipeline.celery.monitor import DEFAULT_PORT
+
+        return {int(option_value(argv, "--port") or DEFAULT_PORT)}
     return set()
 
 
@@ -228,9 +232,11 @@ def http_route_problems(argv: list[str], path: str, where: str) -> list[str]:
     """An HTTP probe path must be a route of the program it probes."""
     argv = as_flower(argv)
     program = Path(argv[0]).name if argv else ""
-    if program == "atlaspipe" and argv[1:2] == ["serve"]:
-        if path not in web_routes():
-            return [f"{where}: {path} is not a route of atlaspipe serve ({sorted(web_routes())})"]
+    if program == "atlaspipe" and argv[1:2] in (["serve"], ["exporter"]):
+        # The exporter is prometheus-client's server: /metrics is its documented route.
+        routes = web_routes() if argv[1] == "serve" else frozenset({"/metrics"})
+        if path not in routes:
+            return [f"{where}: {path} is not a route of atlaspipe {argv[1]} ({sorted(routes)})"]
         return []
     if program == "celery" and "flower" in argv:
         if not any(p.fullmatch(path) for p in flower_routes()):

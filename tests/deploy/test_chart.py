@@ -17,6 +17,7 @@ from typing import Any
 
 import checks
 import pytest
+import yaml
 from deploytools import need_module
 
 CASES = list(checks.values_cases(checks.CHART))
@@ -219,3 +220,36 @@ def test_first_install_generates_strong_passwords() -> None:
     passwords = [v for k, v in secret.items() if k.endswith("-password")]
     assert len(passwords) == 4 and all(len(p) == 32 and p.isalnum() for p in passwords)
     assert len(set(passwords)) == 4
+
+
+def named(rendered: checks.Rendered, kind: str, name: str) -> dict[str, Any]:
+    doc = rendered.named(kind, name)
+    assert doc is not None, f"no {kind} {name}"
+    return doc
+
+
+def test_dashboard_and_alert_rules_are_the_shipped_files() -> None:
+    default = render(checks.values_cases(checks.CHART)["default"])
+    operator = render(checks.values_cases(checks.CHART)["external-broker-values.yaml"])
+    dashboard = checks.ROOT / "ops" / "grafana" / "atlaspipe.json"
+    rules = checks.ROOT / "ops" / "prometheus" / "alerts.yml"
+    for rendered in (default, operator):
+        (board,) = [c for c in rendered.of("ConfigMap") if c["metadata"]["name"] == "rel-atlaspipe-dashboard"]
+        assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(board["data"]["atlaspipe.json"]) == json.loads(dashboard.read_text())
+    # The bundled Prometheus reads the rules where its configuration says; an operator's from a PrometheusRule.
+    prometheus = named(default, "ConfigMap", "rel-atlaspipe-prometheus")
+    assert prometheus["data"]["alerts.yml"] == rules.read_text()
+    assert yaml.safe_load(prometheus["data"]["prometheus.yml"])["rule_files"] == ["/etc/prometheus/rules/alerts.yml"]
+    volume = named(default, "Deployment", "rel-atlaspipe-prometheus")["spec"]["template"]["spec"]["volumes"][0]
+    assert {"key": "alerts.yml", "path": "rules/alerts.yml"} in volume["configMap"]["items"]
+    assert not default.of("PrometheusRule")
+    (rule,) = operator.of("PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(rules.read_text())
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The exporter runs in both, and its Service is what the scrape config and the ServiceMonitor select.
+    for rendered in (default, operator):
+        service = named(rendered, "Service", "rel-atlaspipe-exporter")
+        assert service["metadata"]["labels"]["atlaspipe.io/scrape"] == "true"
+        assert service["spec"]["ports"][0]["name"] == "metrics"
+        assert named(rendered, "Deployment", "rel-atlaspipe-exporter")["spec"]["replicas"] == 1

@@ -34,7 +34,7 @@ SYSTEM_REQUESTS = {
 # load, aggregate and plot in one process tree, so it needs what the largest of them needs).
 MEASURED_AS = {"light": ("load", "aggregate", "plot"), "process": ("process",), "rabbitmq": ("rabbitmq",),
                "redis": ("redis",), "flower": ("flower",), "web": ("web",), "prometheus": ("prometheus",),
-               "submit": ("submit",)}
+               "submit": ("submit",), "exporter": ("exporter",)}
 HEADROOM = 1.10
 
 

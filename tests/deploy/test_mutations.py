@@ -135,6 +135,10 @@ MUTATIONS = [
              '"$rabbit_user" "$rabbit_pw" "$rabbit_vhost")', '"$rabbit_user" "$rabbit_pw" "other")'),
     # --- shared by both
     Mutation("scrape port differs from the exporter's", "compose/prometheus.yml", "port: 9808", "port: 9809"),
+    Mutation("scrape port differs from atlaspipe exporter's", "compose/prometheus.yml", "port: 9809", "port: 9810"),
+    Mutation("exporter listens elsewhere than its Service's port", "helm/atlaspipe/templates/exporter.yaml",
+             '"--port={{ .Values.exporter.port }}"', '"--port=9810"'),
+    Mutation("exporter probe path typo", "compose/compose.yaml", "127.0.0.1:9809/metrics", "127.0.0.1:9809/metric"),
 ]
 
 NOT_CAUGHT: dict[str, str] = {}
@@ -146,6 +150,8 @@ def copy_tree(tmp: Path) -> Path:
     shutil.copytree(checks.ROOT / "helm", root / "helm", symlinks=True)
     shutil.copytree(checks.ROOT / "compose", root / "compose", ignore=shutil.ignore_patterns(".env", "secrets"))
     shutil.copytree(checks.ROOT / "scripts", root / "scripts")
+    # the chart's files/alerts.yml and files/atlaspipe-dashboard.json link here
+    shutil.copytree(checks.ROOT / "ops", root / "ops")
     for name in ("Dockerfile", "pyproject.toml"):
         shutil.copy(checks.ROOT / name, root / name)
     return root

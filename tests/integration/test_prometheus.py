@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, WorkerPool
+from tests.conftest import IN_CI, REPO, WorkerPool
 from tests.ops.test_metrics import free_port
 
 pytestmark = pytest.mark.integration
@@ -93,7 +93,8 @@ def prometheus(worker_pool: WorkerPool, flower: int) -> Iterator[tuple[str, dict
     config = worker_pool.tmp / "prometheus.yml"
     targets = ", ".join(f'"127.0.0.1:{p}"' for p in ports.values())
     config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files: [\"{REPO / 'ops' / 'prometheus' / 'alerts.yml'}\"]\n"
         "scrape_configs:\n"
         f"  - job_name: atlaspipe-workers\n    static_configs:\n      - targets: [{targets}]\n"
         f"  - job_name: flower\n    static_configs:\n      - targets: [\"127.0.0.1:{flower}\"]\n"
@@ -149,8 +150,18 @@ def test_prometheus_counts_every_chunk_and_bench_reads_it(worker_pool: WorkerPoo
         done = f'sum(atlaspipe_tasks_succeeded_total{{stage="{stage}"}})'
         wait_for(lambda done=done: bool(query(base, done)) and float(query(base, done)[0]["value"][1]) >= 1,
                  15, f"the {stage} counter")
+    # One series for the pool, however many children it had (no pid label).
     children = query(base, 'atlaspipe_worker_process_cpu_seconds_total{stage="process",role="pool"}')
-    assert len(children) == 2
+    assert len(children) == 1 and float(children[0]["value"][1]) > 0
+
+    # The shipped alert rules load and evaluate on these series; none fires after a clean run.
+    rules = get_json(f"{base}/api/v1/rules")["data"]["groups"]
+    alerts = {r["name"]: r for group in rules for r in group["rules"] if r["type"] == "alerting"}
+    assert {"AtlaspipeWorkerDown", "AtlaspipeTaskFailureRate", "AtlaspipeRunStalled",
+            "AtlaspipeBacklogWithoutConsumers"} <= set(alerts)
+    wait_for(lambda: all(r["health"] == "ok" for group in get_json(f"{base}/api/v1/rules")["data"]["groups"]
+                         for r in group["rules"]), 15, "every rule evaluated")
+    assert not [a for a in get_json(f"{base}/api/v1/alerts")["data"]["alerts"] if a["state"] == "firing"]
 
     # Flower's own /metrics, populated from the workers' task events.
     flower_succeeded = 'sum(flower_events_total{task="atlaspipe.process_chunk",type="task-succeeded"})'

@@ -317,7 +317,7 @@ external broker).
 {{- $fullname := include "atlaspipe.fullname" . }}
 {{- $cfg := .Files.Get "files/prometheus.yml" | fromYaml }}
 {{- if not $cfg.scrape_configs }}{{ fail "files/prometheus.yml is missing or has no scrape_configs" }}{{ end }}
-{{- $deployed := dict "flower" .Values.flower.enabled "rabbitmq" .Values.rabbitmq.enabled }}
+{{- $deployed := dict "flower" .Values.flower.enabled "rabbitmq" .Values.rabbitmq.enabled "exporter" .Values.exporter.enabled }}
 {{- $stages := list }}
 {{- range $stage, $cfg := .Values.workers.stages }}{{ if $cfg }}{{ $stages = append $stages $stage }}{{ end }}{{ end }}
 {{- $workerNames := list "load" "process" "aggregate" "plot" }}
