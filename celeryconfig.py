@@ -20,6 +20,7 @@ task_routes = {
     "atlaspipe.clean_runs": {"queue": "load", "routing_key": "load"},
     "atlaspipe.process_chunk": {"queue": "process", "routing_key": "process"},
     "atlaspipe.aggregate_run": {"queue": "aggregate", "routing_key": "aggregate"},
+    "atlaspipe.render_piece": {"queue": "plot", "routing_key": "plot"},
     "atlaspipe.finalize_run": {"queue": "plot", "routing_key": "plot"},
 }
 
@@ -54,8 +55,10 @@ broker_connection_max_retries = None
 broker_heartbeat = 30
 broker_transport_options = {"confirm_publish": True}
 
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost every task three more broker messages; they are sent only when a monitor asks
+# (ATLASPIPE_TASK_EVENTS=1, or Flower's enable_events at run time).
+worker_send_task_events = False
+task_send_sent_event = False
 worker_hijack_root_logger = False
 worker_max_tasks_per_child = 2000
 timezone = "UTC"

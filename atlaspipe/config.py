@@ -217,6 +217,9 @@ class RuntimeSettings:
     output_dir: Path
     cache_dir: Path
     metrics_port: int
+    task_events: bool = False
+    """Celery task events (``ATLASPIPE_TASK_EVENTS=1``), for a monitor such as Flower; off, they
+    cost every task three extra broker messages. Flower also turns them on at run time."""
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:
@@ -231,6 +234,7 @@ class RuntimeSettings:
             output_dir=Path(os.environ.get("ATLASPIPE_OUTPUT_DIR", "atlaspipe-output")),
             cache_dir=cache_folder(),
             metrics_port=port,
+            task_events=os.environ.get("ATLASPIPE_TASK_EVENTS", "0").strip().lower() in {"1", "true", "yes", "on"},
         )
 
 

@@ -84,6 +84,10 @@ def main(job_path: str, out_path: str) -> int:
             "sumw2": np.ascontiguousarray(view.variance[:, :3].T).tolist(),
             "read": int(entry["read"]), "selected": int(entry["selected"]),
         }
+    # The same last step as every contender: the main plot (benchmarks/mainplot.py).
+    from mainplot import draw
+
+    draw(samples, job, Path(out_path).with_suffix(".m4l.png"))
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     Path(out_path).write_text(json.dumps({"seconds": seconds, "samples": samples, "peak_rss_mb": peak_children,
                                           "coffea": __import__("coffea").__version__}), "utf-8")

@@ -72,7 +72,7 @@ class BenchOptions:
 
 
 
-def make_source(choice: SourceChoice, broker: str | None = None) -> Source:
+def make_source(choice: SourceChoice, broker: str | None = None, backend: str | None = None) -> Source:
     """The sampling source the options ask for; local /proc by default."""
     if choice.prometheus_url:
         return PrometheusSource(choice.prometheus_url)
@@ -95,7 +95,9 @@ def make_source(choice: SourceChoice, broker: str | None = None) -> Source:
         return CgroupSource(cgroups)
     from atlaspipe.config import RuntimeSettings
 
-    return LocalSource(split_workers=choice.split_workers, broker_url=broker or RuntimeSettings.from_env().broker_url)
+    runtime = RuntimeSettings.from_env()
+    return LocalSource(split_workers=choice.split_workers, broker_url=broker or runtime.broker_url,
+                       backend_url=backend or runtime.result_backend)
 
 
 def prepare_dataset(events: int, folder: Path | None) -> Path:
@@ -216,7 +218,7 @@ def run_bench(options: BenchOptions) -> BenchResult:
     inputs = list(options.inputs)
     if options.events:
         inputs = [str(prepare_dataset(options.events, options.dataset_dir))]
-    source = make_source(options.source, options.broker)
+    source = make_source(options.source, options.broker, options.backend)
     sampler = Sampler(source)
     sampler.start()
     if not sampler.totals():

@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,81 @@ def format_report(envs: list[Environment], baseline: str, folder: Path) -> str:
         missing = sorted(set(base_stats) - set(stats[env.name]))
         lines += [f"{service:<28} (only in {baseline})" for service in missing]
         lines.append("")
+    lines += format_repetitions(envs, baseline)
     return "\n".join(lines)
+
+
+REPETITION = re.compile(r"^(?P<base>.+?)\.r\d+$")
+"""``<env>.r<N>``: repetition N of environment ``<env>`` (``atlaspipe bench --env prod.r2``)."""
+
+
+def base_name(name: str) -> str:
+    """The environment a bench run belongs to: its name without a ``.r<N>`` repetition suffix."""
+    found = REPETITION.match(name)
+    return found.group("base") if found else name
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A run's CPU as fixed cost + cost per million events, fitted over runs of two or more sizes."""
+
+    fixed_cpu_seconds: float
+    cpu_seconds_per_million_events: float
+
+
+def fit_cost(points: list[tuple[int, float]]) -> CostModel | None:
+    """Least-squares line through (events, CPU-s); None unless the runs have two sizes or more."""
+    if len({events for events, _ in points}) < 2:
+        return None
+    xs = [events / 1e6 for events, _ in points]
+    ys = [cpu for _, cpu in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return CostModel(fixed_cpu_seconds=my - slope * mx, cpu_seconds_per_million_events=slope)
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    return percentile(ordered, 50.0), ordered[0], ordered[-1]
+
+
+def format_repetitions(envs: list[Environment], baseline: str) -> list[str]:
+    """Per environment (repetitions ``<env>.r<N>`` grouped): total CPU-s per size as median and
+    min–max, the fixed cost and the cost per million events where there are two sizes, and each
+    change against the baseline, called an effect only where it is larger than both spreads."""
+    groups: dict[str, list[Environment]] = {}
+    for env in envs:
+        groups.setdefault(base_name(env.name), []).append(env)
+    if all(len(members) == 1 for members in groups.values()):
+        return []
+    totals = {name: [(env.events, service_stats(env)[ALL].cpu_seconds) for env in members]
+              for name, members in groups.items()}
+    lines = ["== repetitions (<env>.r<N>) and sizes: all services' CPU-s per run",
+             f"{'environment':<20} {'events':>12} {'runs':>5} {'median CPU-s':>13} {'min–max':>17}"]
+    for name, points in totals.items():
+        for events in sorted({e for e, _ in points}):
+            mid, low, high = _spread([c for e, c in points if e == events])
+            runs = sum(1 for e, _ in points if e == events)
+            lines.append(f"{name:<20} {events:>12,} {runs:>5} {mid:13.2f} {f'{low:.2f}–{high:.2f}':>17}")
+        model = fit_cost(points)
+        lines.append(f"{'':<20} fixed cost {model.fixed_cpu_seconds:.2f} CPU-s + "
+                     f"{model.cpu_seconds_per_million_events:.2f} CPU-s per million events (line through "
+                     f"{len(points)} runs)" if model else f"{'':<20} fixed cost vs per event: needs runs of two sizes")
+    base = base_name(baseline)
+    for name, points in totals.items():
+        if name == base or base not in totals:
+            continue
+        for events in sorted({e for e, _ in points} & {e for e, _ in totals[base]}):
+            mine = [c for e, c in points if e == events]
+            theirs = [c for e, c in totals[base] if e == events]
+            change = _spread(mine)[0] - _spread(theirs)[0]
+            noise = max(max(mine) - min(mine), max(theirs) - min(theirs))
+            verdict = (f"{change:+.2f} CPU-s ({_relative(_spread(mine)[0], _spread(theirs)[0])})"
+                       if abs(change) > noise and min(len(mine), len(theirs)) > 1
+                       else f"no effect: the change {change:+.2f} CPU-s is within the spread {noise:.2f}"
+                       if min(len(mine), len(theirs)) > 1 else "one run each: no spread, no verdict")
+            lines.append(f"{name} vs {base} at {events:,} events: {verdict}")
+    return [*lines, ""]
 
 
 def plot_comparison(path: Path, envs: list[Environment]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -120,6 +121,23 @@ def classify(cmdline: Sequence[str], name: str, split_workers: bool = False) -> 
     return None
 
 
+def service_port(url: str | None, default: int) -> int | None:
+    """The TCP port of a broker or backend URL on this host; None when it is elsewhere or unknown
+    (then every local instance is counted: nothing better to tell them apart by)."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.split(";")[0])
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if host not in ("127.0.0.1", "localhost", "::1", socket.gethostname()):
+        return None
+    return port or default
+
+
 def _option(cmdline: Sequence[str], *names: str) -> str | None:
     for index, word in enumerate(cmdline):
         if word in names and index + 1 < len(cmdline):
@@ -150,10 +168,25 @@ class LocalSource:
     description = "local processes (/proc, cgroup v2 where a service has its own)"
 
     def __init__(self, cgroup_root: Path = CGROUP_ROOT, split_workers: bool = False,
-                 broker_url: str | None = None) -> None:
+                 broker_url: str | None = None, backend_url: str | None = None) -> None:
         self.cgroup_root = cgroup_root
         self.split_workers = split_workers
         self.broker_url = broker_url
+        self.backend_url = backend_url
+
+    def _serves_us(self, process: Any, service: str) -> bool:
+        """Whether a RabbitMQ or Redis process is the deployment's own: the one listening on the
+        port of its broker or backend URL, not any other instance on the host."""
+        url = self.broker_url if service == "broker" else self.backend_url
+        port = service_port(url, 5672 if service == "broker" else 6379)
+        if port is None:
+            return True
+        try:
+            listening = {c.laddr.port for c in process.net_connections(kind="tcp") if c.status == "LISTEN"}
+        except Exception:  # not ours to inspect (another user): keep it rather than miss the service
+            log.debug("cannot read the sockets of process %d; counted as ours", process.pid)
+            return True
+        return port in listening
 
     def _same_deployment(self, process: Any) -> bool:
         """Whether a Celery process talks to our broker: other deployments on this host are not ours."""
@@ -177,7 +210,8 @@ class LocalSource:
         for process in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
             info = process.info
             service = classify(info.get("cmdline") or [], info.get("name") or "", self.split_workers)
-            if service and (service in ("broker", "backend") or self._same_deployment(process)):
+            if service and (self._serves_us(process, service) if service in ("broker", "backend")
+                            else self._same_deployment(process)):
                 found[info["pid"]] = service
                 parents[info["pid"]] = info["ppid"]
         roots: dict[str, list[int]] = {}

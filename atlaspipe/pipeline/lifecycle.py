@@ -285,6 +285,18 @@ class Lifecycle:
 
     # --- finalizing --------------------------------------------------------------------------
 
+    def finalizing(self, run_id: str) -> tuple[Aggregate, RunPlan, RunRequest] | None:
+        """Move an aggregated run to ``finalizing`` and give what its outputs are made from; None
+        if it has no aggregate for this generation or stopped. Pieces of the outputs (the fit,
+        each figure) rendered in parallel call this first; no claim is needed, since rendering a
+        piece twice writes the same files, and ``finalize`` alone writes the final state."""
+        aggregate = self.store.aggregate(run_id, self.store.generation(run_id))
+        if aggregate is None:
+            return None
+        if self._move(run_id, RunState.FINALIZING, {RunState.AGGREGATING, RunState.FINALIZING}) is None:
+            return None
+        return aggregate, self._plan(run_id), self.store.request(run_id)
+
     def finalize(self, run_id: str, owner: str, workers: Iterable[str] = ()) -> RunStatus | None:
         """Write every output from this generation's aggregate and end the run; None if not this
         caller's to do. A failure here ends the run ``failed``; no temporary file stays behind."""

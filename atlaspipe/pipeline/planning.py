@@ -6,10 +6,12 @@ import errno
 import logging
 import secrets
 import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from atlaspipe.config import AnalysisConfig
@@ -21,6 +23,7 @@ from atlaspipe.io.reading import open_tree
 from atlaspipe.io.sources import check_location
 from atlaspipe.model import Chunk, PlannedFile, RunPlan, SkippedInput
 from atlaspipe.physics.catalog import RELEASES, Release, is_generated_title, load_release, recognise_file
+from atlaspipe.physics.selection import required_branches
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,14 @@ class InputFile:
 
 @dataclass(frozen=True)
 class FileLayout:
-    """What planning learns of a file: its entry count, size and cluster boundaries."""
+    """What planning learns of a file: its entry count, size, cluster boundaries, and the basket
+    boundaries of each branch (``branch.entry_offsets``: a chunk decompresses whole baskets)."""
 
     entries: int
     size_bytes: int | None
     cluster_starts: tuple[int, ...]
     title: str = ""
+    basket_offsets: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 def new_run_id() -> str:
@@ -256,7 +261,10 @@ def file_layout(source: str, tree: str) -> FileLayout:
     entries = int(ttree.num_entries)
     starts = tuple(int(x) for x in ttree.common_entry_offsets()) if entries else (0,)
     size = key[3] if key[3] >= 0 and "://" not in source else None
-    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts, title=str(ttree.title or ""))
+    offsets = tuple((str(name), tuple(int(x) for x in branch.entry_offsets))
+                    for name, branch in ttree.iteritems()) if entries else ()
+    layout = FileLayout(entries=entries, size_bytes=size, cluster_starts=starts, title=str(ttree.title or ""),
+                        basket_offsets=offsets)
     with _layout_lock:
         _layout_cache[key] = layout
     return layout
@@ -287,6 +295,28 @@ def cut_entries(entries: int, cluster_starts: Sequence[int], chunk_size: int) ->
 def _described(input_file: InputFile) -> dict[str, str]:
     """The fields of a planned file (its sample's definition is in the run's config)."""
     return {k: v for k, v in asdict(input_file).items() if k != "definition"}
+
+
+READ_AMPLIFICATION_WARNING = 1.5
+"""Above this many times its entries, a file read in the planned chunks is worth a warning."""
+
+
+def read_amplification(layout: FileLayout, ranges: Sequence[tuple[int, int]], branches: Sequence[str]) -> float:
+    """How many times the entries of ``branches`` are decompressed when ``ranges`` are read one by
+    one: each range decompresses every basket it overlaps, whole. 1.0 when chunks hold whole baskets."""
+    offsets = {name: starts for name, starts in layout.basket_offsets if len(starts) >= 2}
+    chosen = [offsets[b] for b in branches if b in offsets] or list(offsets.values())
+    if not chosen or layout.entries <= 0:
+        return 1.0
+    factors = []
+    for starts in chosen:
+        read = 0
+        for start, stop in ranges:
+            first = bisect_right(starts, start) - 1
+            last = bisect_left(starts, stop)
+            read += starts[min(last, len(starts) - 1)] - starts[max(first, 0)]
+        factors.append(read / layout.entries)
+    return max(1.0, sum(factors) / len(factors))
 
 
 def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile], *,
@@ -331,7 +361,16 @@ def plan_run(run_id: str, config: AnalysisConfig, files: Sequence[InputFile], *,
         if layout.entries == 0:
             notes.append(f"{input_file.source}: tree '{input_file.tree}' has 0 entries; no chunk planned")
             continue
-        for start, stop in cut_entries(layout.entries, layout.cluster_starts, config.chunk_size):
+        ranges = cut_entries(layout.entries, layout.cluster_starts, config.chunk_size)
+        factor = read_amplification(layout, ranges, required_branches(input_file.release, True))
+        if factor > READ_AMPLIFICATION_WARNING:
+            widest = max((b - a for _, s in layout.basket_offsets for a, b in pairwise(s)), default=0)
+            note = (f"{input_file.source}: chunks of {config.chunk_size:,} entries are smaller than its baskets "
+                    f"(up to {widest:,} entries), and each chunk decompresses whole baskets: the file is read "
+                    f"{factor:.1f}× over; a chunk size of at least {widest:,} reads it once")
+            log.warning("run %s: %s", run_id, note)
+            notes.append(note)
+        for start, stop in ranges:
             chunks.append(Chunk(
                 chunk_id=len(chunks), release=input_file.release, sample=input_file.sample,
                 source=input_file.source, tree=input_file.tree, entry_start=start, entry_stop=stop,

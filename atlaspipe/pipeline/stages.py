@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from atlaspipe.model import Aggregate, ChunkResult, RunPlan, RunRequest, RunResults, RunStatus
+
+if TYPE_CHECKING:
+    from atlaspipe.results.outputs import Rendered
 
 
 class AnalysisStages:
     """The H→ZZ*→4ℓ stages. ``fence_inputs`` keeps a submitted run's local paths inside the input
-    roots: its worker reads files on behalf of whoever submitted it."""
+    roots: its worker reads files on behalf of whoever submitted it. ``rendered`` holds the pieces
+    of the outputs that parallel tasks already rendered, so ``finalize`` only writes the documents."""
 
-    def __init__(self, fence_inputs: bool = False) -> None:
+    def __init__(self, fence_inputs: bool = False, rendered: Rendered | None = None) -> None:
         self.fence_inputs = fence_inputs
+        self.rendered = rendered
 
     def plan(self, request: RunRequest) -> RunPlan:
         from atlaspipe.pipeline.planning import plan_run, resolve_inputs_skipping
@@ -32,8 +39,22 @@ class AnalysisStages:
 
         return aggregate(plan, results)
 
+    @staticmethod
+    def pieces() -> tuple[str, ...]:
+        """The parts of a run's outputs that can be rendered in parallel, before ``finalize``."""
+        from atlaspipe.physics.selection import CHANNELS
+        from atlaspipe.results.outputs import piece_names
+
+        return piece_names(CHANNELS)
+
+    @staticmethod
+    def render(piece: str, aggregate: Aggregate, plan: RunPlan, request: RunRequest) -> dict[str, Any]:
+        from atlaspipe.results.outputs import render_piece
+
+        return render_piece(piece, aggregate, plan, request)
+
     def finalize(self, aggregate: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
                  workers: tuple[str, ...]) -> RunResults | None:
         from atlaspipe.results.outputs import write_outputs
 
-        return write_outputs(aggregate, plan, request, status, workers)
+        return write_outputs(aggregate, plan, request, status, workers, self.rendered)

@@ -1,27 +1,118 @@
-"""Every output of a finished run, written into its folder: statistics, figures, tables, documents, report."""
+"""Every output of a finished run, written into its folder: statistics, figures, tables, documents, report.
+
+The work splits into pieces that need nothing from each other (the fit, and each figure), so a
+distributed run renders them in parallel tasks; ``write_outputs`` then only writes the tables and
+documents. In one process (``atlaspipe run``) ``write_outputs`` renders every piece itself, in the
+same order, so both give the same files.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
+from atlaspipe.errors import AtlaspipeError
 from atlaspipe.io import files
-from atlaspipe.model import Aggregate, RunPlan, RunRequest, RunResults, RunStatus
+from atlaspipe.model import Aggregate, FitResult, RunPlan, RunRequest, RunResults, RunStatus, Significance
 from atlaspipe.results.document import build_manifest, build_results
 
 log = logging.getLogger(__name__)
 
+FIT_PIECE = "fit"
+
+
+def piece_names(channels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The finalize pieces of a run: the fit first (the longest), then one per figure stem."""
+    from atlaspipe.results.plotting import figure_stems
+
+    return (FIT_PIECE, *figure_stems(channels))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The pieces rendered before ``write_outputs`` (by parallel tasks): the statistics, each
+    figure's files by stem, when the first piece started, and the first failure's one-line reason."""
+
+    statistics: tuple[Significance | None, FitResult | None] | None = None
+    """The fit piece's answer; None if it did not answer (then ``write_outputs`` fits itself)."""
+    figures: dict[str, dict[str, str]] = field(default_factory=dict)
+    started: float | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_pieces(cls, pieces: list[dict[str, Any]]) -> Rendered:
+        """Gather the answers of ``render_piece`` (in any order)."""
+        found: tuple[Significance | None, FitResult | None] | None = None
+        figures: dict[str, dict[str, str]] = {}
+        errors = [p["error"] for p in pieces if p.get("error")]
+        for piece in pieces:
+            if piece.get("error") or piece.get("partial"):
+                continue
+            if piece["piece"] == FIT_PIECE:
+                significance, fit = piece.get("significance"), piece.get("fit")
+                found = (None if significance is None else Significance.from_jsonable(significance, "fit piece"),
+                         None if fit is None else FitResult.from_jsonable(fit, "fit piece"))
+            else:
+                figures[piece["piece"]] = dict(piece["outputs"])
+        starts = [float(p["started"]) for p in pieces if p.get("started") is not None]
+        return cls(found, figures, min(starts, default=None), errors[0] if errors else None)
+
+
+def _results(aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> RunResults | None:
+    """The run's results without statistics; None when failed chunks forbid writing them."""
+    results = build_results(aggregated, plan)
+    return None if results.partial and not request.allow_partial else results
+
+
+def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance | None, FitResult | None]:
+    from atlaspipe.results import statistics
+
+    config = plan.config
+    return statistics.summarise(
+        results, config.mass_window_gev,
+        statistics.FitOptions(background_norm_uncertainty=config.fit.background_norm_uncertainty,
+                              staterror=config.fit.staterror),
+    )
+
+
+def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> dict[str, Any]:
+    """One finalize piece, as a small JSON-able answer: the fit's statistics, or the files of one
+    figure (written into the run folder). ``partial`` when failed chunks forbid results."""
+    started = time.time()
+    answer: dict[str, Any] = {"piece": piece, "started": started}
+    results = _results(aggregated, plan, request)
+    if results is None:
+        return {**answer, "partial": True}
+    if piece == FIT_PIECE:
+        significance, fit = _statistics(results, plan)
+        answer.update(significance=None if significance is None else significance.to_jsonable(),
+                      fit=None if fit is None else fit.to_jsonable())
+    else:
+        from atlaspipe.results import plotting
+
+        answer["outputs"] = plotting.draw_figure(results, piece, request.run_dir,
+                                                 list(plan.config.stacked_groups or []) or None)
+    answer["seconds"] = time.time() - started
+    log.info("run %s: finalize piece %s took %.2f s", plan.run_id, piece, answer["seconds"])
+    return answer
+
 
 def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
-             workers: tuple[str, ...]) -> RunResults | None:
+                  workers: tuple[str, ...], rendered: Rendered | None = None) -> RunResults | None:
     """The ``plot`` stage: statistics, figures, tables, ``results.json``, ``manifest.json`` and the report.
 
-    A run with failed chunks writes its outputs only with ``allow_partial``, and then every one of
-    them says PARTIAL; otherwise only the manifest is written and None returned.
+    ``rendered`` holds the pieces already rendered elsewhere; without it every piece is rendered
+    here. A run with failed chunks writes its outputs only with ``allow_partial``, and then every
+    one of them says PARTIAL; otherwise only the manifest is written and None returned.
     """
-    from atlaspipe.results import exports, plotting, report, statistics, tables
+    from atlaspipe.results import exports, report, tables
 
     started = time.perf_counter()
+    begun = rendered.started if rendered is not None and rendered.started is not None else time.time()
+    if rendered is not None and rendered.error is not None:
+        raise AtlaspipeError(rendered.error)
     run_dir = request.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(aggregated, plan)
@@ -32,23 +123,30 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
         manifest = build_manifest(plan, request, status, results, workers, timings)
         files.write_text(run_dir / "manifest.json", manifest.to_json(indent=1) + "\n")
         return None
-    config = plan.config
-    significance, fit = statistics.summarise(
-        results, config.mass_window_gev,
-        statistics.FitOptions(background_norm_uncertainty=config.fit.background_norm_uncertainty,
-                              staterror=config.fit.staterror),
-    )
+    if rendered is not None and rendered.statistics is not None:
+        significance, fit = rendered.statistics
+    else:
+        significance, fit = _statistics(results, plan)
     results = results.model_copy(update={"significance": significance, "fit": fit})
-    outputs = plotting.draw_all(results, run_dir, list(config.stacked_groups or []) or None)
+    outputs: dict[str, str] = {}
+    for stem in piece_names(results.channels)[1:]:
+        figure = rendered.figures.get(stem) if rendered is not None else None
+        if figure is None:
+            from atlaspipe.results import plotting
+
+            figure = plotting.draw_figure(results, stem, run_dir, list(plan.config.stacked_groups or []) or None)
+        outputs.update(figure)
     outputs.update(tables.write_yield_tables(results, run_dir))
     outputs.update(exports.write_exports(results, run_dir))
     outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
     results = results.model_copy(update={"outputs": outputs})
-    timings["finalize_seconds"] = time.perf_counter() - started
+    timings["finalize_seconds"] = time.time() - begun
     manifest = build_manifest(plan, request, status, results, workers, timings)
     files.write_text(run_dir / "results.json", results.to_json(indent=1) + "\n")
     files.write_text(run_dir / "manifest.json", manifest.to_json(indent=1) + "\n")
     # The report is written before the run's final state lands; the page polls status.json for it.
     report.write_report(results, None, manifest, run_dir)
-    log.info("run %s: outputs written into %s in %.1f s", plan.run_id, run_dir, timings["finalize_seconds"])
+    log.info("run %s: outputs written into %s in %.1f s (this step %.2f s)", plan.run_id, run_dir,
+             timings["finalize_seconds"], time.perf_counter() - started)
     return results
+

@@ -235,25 +235,42 @@ def _ratio_figure(results: RunResults, inputs: PlotInputs) -> Figure:
     return fig
 
 
+def figure_stems(channels: Sequence[str]) -> tuple[str, ...]:
+    """The file stems of a run's figures, in the order they are listed in ``outputs``."""
+    return ("m4l", *(f"m4l_{channel}" for channel in channels), "m4l_ratio")
+
+
+def build_figure(results: RunResults, stem: str, stacked_groups: Sequence[str] | None = None) -> Figure | None:
+    """One of the run's figures (see ``figure_stems``), not yet saved; call inside ``_style()``.
+    None for the ratio when there is no MC or no data to divide."""
+    if stem == "m4l_ratio":
+        ratio_inputs = plot_inputs(results, None, stacked_groups)
+        if not ratio_inputs.entries or ratio_inputs.data_label is None:
+            return None
+        return _ratio_figure(results, ratio_inputs)
+    if stem == "m4l":
+        return _figure(results, plot_inputs(results, None, stacked_groups), r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")
+    channel = stem.removeprefix("m4l_")
+    if stem == channel or channel not in results.channels:
+        raise ValueError(f"no figure named {stem!r}")
+    title = CHANNEL_TITLES.get(channel, channel)
+    return _figure(results, plot_inputs(results, channel, stacked_groups),
+                   rf"$H \rightarrow ZZ^{{*}} \rightarrow {title}$")
+
+
 def build_figures(results: RunResults, stacked_groups: Sequence[str] | None = None) -> dict[str, Figure]:
     """The run's figures by file stem (``m4l``, ``m4l_4e``, …, ``m4l_ratio``), not yet saved."""
     with _style():
-        figures = {"m4l": _figure(results, plot_inputs(results, None, stacked_groups),
-                                  r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")}
-        for channel in results.channels:
-            title = CHANNEL_TITLES.get(channel, channel)
-            figures[f"m4l_{channel}"] = _figure(
-                results, plot_inputs(results, channel, stacked_groups),
-                rf"$H \rightarrow ZZ^{{*}} \rightarrow {title}$",
-            )
-        ratio_inputs = plot_inputs(results, None, stacked_groups)
-        if ratio_inputs.entries and ratio_inputs.data_label is not None:
-            figures["m4l_ratio"] = _ratio_figure(results, ratio_inputs)
-    return figures
+        figures = {stem: build_figure(results, stem, stacked_groups) for stem in figure_stems(results.channels)}
+    return {stem: figure for stem, figure in figures.items() if figure is not None}
 
 
-def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] | None = None) -> dict[str, str]:
-    """Write every figure as PNG and PDF into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``.
+FORMATS = ("png", "pdf")
+
+
+def draw_figure(results: RunResults, stem: str, run_dir: Path, stacked_groups: Sequence[str] | None = None,
+                formats: Sequence[str] = FORMATS) -> dict[str, str]:
+    """Write one figure in each of ``formats`` into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``.
 
     Each file is written under a temporary name and renamed when whole, so the web server never
     serves half an image and a failure (a full disk) leaves no debris.
@@ -263,14 +280,24 @@ def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] |
     run_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, str] = {}
     with _style():
-        for stem, fig in build_figures(results, stacked_groups).items():
-            FigureCanvasAgg(fig)
-            # Fixed margins fit the ATLAS-style labels; bbox_inches="tight" would draw every figure twice.
-            fig.subplots_adjust(left=0.13, right=0.97, top=0.97, bottom=0.11)
-            for ext in ("png", "pdf"):
-                name = f"{stem}.{ext}"
-                with replacing(run_dir / name) as tmp:
-                    fig.savefig(tmp, format=ext, dpi=110)
-                outputs[f"{stem}_{ext}"] = name
+        fig = build_figure(results, stem, stacked_groups)
+        if fig is None:
+            return outputs
+        FigureCanvasAgg(fig)
+        # Fixed margins fit the ATLAS-style labels; bbox_inches="tight" would draw every figure twice.
+        fig.subplots_adjust(left=0.13, right=0.97, top=0.97, bottom=0.11)
+        for ext in formats:
+            name = f"{stem}.{ext}"
+            with replacing(run_dir / name) as tmp:
+                fig.savefig(tmp, format=ext, dpi=110)
+            outputs[f"{stem}_{ext}"] = name
+    return outputs
+
+
+def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] | None = None) -> dict[str, str]:
+    """Write every figure as PNG and PDF into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``."""
+    outputs: dict[str, str] = {}
+    for stem in figure_stems(results.channels):
+        outputs.update(draw_figure(results, stem, run_dir, stacked_groups))
     log.debug("run %s: %d figure file(s) written into %s", results.run_id, len(outputs), run_dir)
     return outputs

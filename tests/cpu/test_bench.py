@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -27,6 +29,7 @@ from atlaspipe.cpu.sampling import (
     Sampler,
     cgroup_v2_path,
     classify,
+    service_port,
     write_csv,
 )
 from atlaspipe.errors import ConfigError
@@ -209,3 +212,31 @@ def test_exporter_source_reads_worker_and_process_metrics() -> None:
     finally:
         server.shutdown()
     assert readings == {"worker-process": Reading(12.5, 3e8), "flower": Reading(4.25, 9e7)}
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_local_source_counts_only_the_deployments_own_redis(tmp_path: Path) -> None:
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                c.status == "LISTEN" for c in psutil.Process(server.pid).net_connections(kind="tcp")):
+            time.sleep(0.05)
+        ours = LocalSource(backend_url=f"redis://127.0.0.1:{port}/10")
+        other = LocalSource(backend_url=f"redis://127.0.0.1:{port + 1 if port < 65535 else port - 1}/10")
+        process = psutil.Process(server.pid)
+        assert ours._serves_us(process, "backend")
+        assert not other._serves_us(process, "backend")
+        # A backend on another host: no local Redis can be told apart, so each is counted.
+        assert LocalSource(backend_url="redis://redis.example:6379/0")._serves_us(process, "backend")
+        assert service_port("amqp://guest:guest@127.0.0.1:5673//", 5672) == 5673
+        assert service_port("redis://localhost/0", 6379) == 6379
+    finally:
+        server.terminate()
+        server.wait(10)

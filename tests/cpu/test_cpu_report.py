@@ -132,3 +132,37 @@ def test_unknown_baseline_names_the_expected_file(tmp_path: Path) -> None:
     write_env(tmp_path, "a", 4, events=1000, wall=2.0)
     with pytest.raises(Exception, match=re.escape(str(tmp_path / "cpu_data_b.csv"))):
         compare(tmp_path, "b")
+
+
+def _write_total(folder: Path, name: str, events: int, cpu_seconds: float) -> None:
+    """A one-service bench run whose CPU-s total is ``cpu_seconds``."""
+    with (folder / f"cpu_data_{name}.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "service", "cpu_percent", "cpu_seconds", "rss_bytes"])
+        writer.writerow(["1.0", "worker-process", "100.0", f"{cpu_seconds / 2:.4f}", "1000"])
+        writer.writerow(["2.0", "worker-process", "100.0", f"{cpu_seconds:.4f}", "1000"])
+    (folder / f"summary_{name}.json").write_text(json.dumps({"env": name, "wall_seconds": 2.0, "events": events}))
+
+
+def test_repetitions_give_fixed_cost_per_event_cost_and_effects_only_beyond_the_spread(tmp_path: Path) -> None:
+    from atlaspipe.cpu.report import fit_cost, format_report
+
+    # Two sizes: 3 CPU-s fixed + 8 CPU-s per million events, with ±0.1 of noise.
+    for rep, noise in enumerate((-0.1, 0.0, 0.1), 1):
+        _write_total(tmp_path, f"base.r{rep}", 1_000_000, 11.0 + noise)
+        _write_total(tmp_path, f"base.r{rep + 3}", 2_000_000, 19.0 - noise)
+        # Slower by 0.05 CPU-s: inside the spread. Slower by 2 CPU-s: an effect.
+        _write_total(tmp_path, f"same.r{rep}", 1_000_000, 11.05 + noise)
+        _write_total(tmp_path, f"slow.r{rep}", 1_000_000, 13.0 + noise)
+    envs, baseline = compare(tmp_path, "base.r1")
+    model = fit_cost([(e.events, service_stats(e)[ALL].cpu_seconds) for e in envs if e.name.startswith("base")])
+    assert model is not None
+    assert model.fixed_cpu_seconds == pytest.approx(3.0, abs=1e-6)
+    assert model.cpu_seconds_per_million_events == pytest.approx(8.0, abs=1e-6)
+    text = format_report(envs, baseline, tmp_path)
+    assert "fixed cost 3.00 CPU-s + 8.00 CPU-s per million events" in text
+    assert "base" in text and "10.90–11.10" in text
+    same = next(line for line in text.splitlines() if line.startswith("same vs base"))
+    assert same.startswith("same vs base at 1,000,000 events: no effect") and "within the spread 0.20" in same
+    slow = next(line for line in text.splitlines() if line.startswith("slow vs base"))
+    assert slow == "slow vs base at 1,000,000 events: +2.00 CPU-s (+18.2%)"

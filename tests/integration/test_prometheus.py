@@ -85,7 +85,10 @@ def prometheus(worker_pool: WorkerPool, flower: int) -> Iterator[tuple[str, dict
     binary = prometheus_binary()
     ports = {stage: free_port() for stage in ("load", "process", "aggregate", "plot")}
     names = [worker_pool.start(stage, stage, concurrency=2 if stage == "process" else 1, wait=False,
-                               extra_env={"ATLASPIPE_METRICS_PORT": str(port)}) for stage, port in ports.items()]
+                               extra_env={"ATLASPIPE_METRICS_PORT": str(port),
+                                          # Flower turns task events on only after a few seconds;
+                                          # this test counts every chunk's event from the first.
+                                          "ATLASPIPE_TASK_EVENTS": "1"}) for stage, port in ports.items()]
     worker_pool.wait_ready(names)
     config = worker_pool.tmp / "prometheus.yml"
     targets = ", ".join(f'"127.0.0.1:{p}"' for p in ports.values())

@@ -162,7 +162,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 TASKS = ("atlaspipe.aggregate_run", "atlaspipe.cancel_run", "atlaspipe.clean_runs", "atlaspipe.finalize_run",
-         "atlaspipe.plan_run", "atlaspipe.process_chunk", "atlaspipe.resume_run")
+         "atlaspipe.plan_run", "atlaspipe.process_chunk", "atlaspipe.render_piece", "atlaspipe.resume_run")
 EVENTS = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked")
 
 

@@ -31,6 +31,7 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
             raise SystemExit(f"atlaspipe: error: {exc}") from None
         source.broker_url = broker_url or runtime.broker_url
         source.result_backend = result_backend or runtime.result_backend
+        source.worker_send_task_events = source.task_send_sent_event = runtime.task_events
         if limits.soft_time_limit is not None:
             source.task_soft_time_limit = limits.soft_time_limit
         if limits.time_limit is not None:

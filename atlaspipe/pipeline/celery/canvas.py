@@ -1,4 +1,5 @@
-"""The one place where the task graph is built: ``chord(group(process_chunk…), aggregate) | finalize``.
+"""The one place where the task graph is built:
+``chord(group(process_chunk…), aggregate) | chord(group(render_piece…), finalize)``.
 
 Signatures are made by task name, so this module needs the app only, never the task functions.
 """
@@ -12,6 +13,7 @@ from celery.canvas import Signature
 
 from atlaspipe.config import AnalysisConfig
 from atlaspipe.model import Chunk, RunRequest
+from atlaspipe.pipeline.stages import AnalysisStages
 
 PLAN_TASK = "atlaspipe.plan_run"
 RESUME_TASK = "atlaspipe.resume_run"
@@ -19,6 +21,7 @@ CANCEL_TASK = "atlaspipe.cancel_run"
 CLEAN_TASK = "atlaspipe.clean_runs"
 PROCESS_TASK = "atlaspipe.process_chunk"
 AGGREGATE_TASK = "atlaspipe.aggregate_run"
+RENDER_TASK = "atlaspipe.render_piece"
 FINALIZE_TASK = "atlaspipe.finalize_run"
 
 
@@ -38,7 +41,7 @@ def submission(app: Celery, request: RunRequest) -> Signature:
 
 def run_graph(app: Celery, run_id: str, chunks: Sequence[Chunk], config: AnalysisConfig,
               generation: int = 0) -> Signature:
-    """Process every chunk, then aggregate, then finalize.
+    """Process every chunk, then aggregate, then render the outputs' pieces in parallel, then finalize.
 
     The aggregate step is immutable: it reads the chunk histograms from the run records, so the
     chord passes only tiny acknowledgements, whatever the number of chunks. The chord is not the
@@ -53,11 +56,25 @@ def run_graph(app: Celery, run_id: str, chunks: Sequence[Chunk], config: Analysi
         for chunk in chunks
     )
     return chain(chord(header, app.signature(AGGREGATE_TASK, args=(run_id,), immutable=True)),
-                 app.signature(FINALIZE_TASK, args=(run_id,), immutable=True))
+                 finishing(app, run_id))
 
 
 def completion_graph(app: Celery, run_id: str, owner: str) -> Signature:
     """Aggregate then finalize a run whose chunks all have results, outside the chord; ``owner``
     holds the run's completion claim."""
     return chain(app.signature(AGGREGATE_TASK, args=(run_id,), kwargs={"owner": owner}, immutable=True),
-                 app.signature(FINALIZE_TASK, args=(run_id,), immutable=True))
+                 finishing(app, run_id))
+
+
+def finishing(app: Celery, run_id: str) -> Signature:
+    """After the aggregate: each piece of the outputs (the fit, each figure) in its own task on the
+    plot queue, then one small step that writes the documents and the final state.
+
+    The pieces answer with their statistics or file names (a few kB in all), which the chord hands
+    to ``finalize``; a piece that fails answers with its reason rather than raising, so the chord
+    still fires and ``finalize`` fails the run with that reason. Only the holder of the run's
+    ``finalize`` claim writes the final state.
+    """
+    pieces = group(app.signature(RENDER_TASK, args=(run_id, piece), immutable=True)
+                   for piece in AnalysisStages.pieces())
+    return chord(pieces, app.signature(FINALIZE_TASK, args=(run_id,)))

@@ -26,10 +26,11 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import task_failure
 
 from atlaspipe.config import AnalysisConfig, WorkerSettings
+from atlaspipe.errors import AtlaspipeError
 from atlaspipe.model import Chunk, ChunkResult, RunRequest
 from atlaspipe.pipeline.celery.app import app
 from atlaspipe.pipeline.celery.records import TRANSIENT_ERRORS, RunRecords
-from atlaspipe.pipeline.lifecycle import ChunkGate, Lifecycle, worker_name
+from atlaspipe.pipeline.lifecycle import ChunkGate, Lifecycle, one_line, worker_name
 from atlaspipe.pipeline.stages import AnalysisStages
 
 log = logging.getLogger(__name__)
@@ -253,12 +254,44 @@ def aggregate_run(self: Task, run_id: str, owner: str | None = None) -> None:
     """``aggregate`` stage: merge the stored chunk results in chunk-id order, under the run's
     completion claim (the chord callback without an owner claims it with its own task id)."""
     claimant = owner or str(self.request.id)
-    patiently(lambda: lifecycle().aggregate(run_id, claimant))
+    if patiently(lambda: lifecycle().aggregate(run_id, claimant)) is None:
+        # Not this chain's run to finish (the other completion path holds the claim), or the
+        # aggregation failed: its finalize pieces would only find nothing to render.
+        self.request.chain = self.request.callbacks = None
+
+
+@stage_task("atlaspipe.render_piece", acks_late=True, reject_on_worker_lost=True)
+def render_piece(_self: Task, run_id: str, piece: str) -> dict[str, Any]:
+    """``plot`` stage: one piece of a run's outputs (the fit, or one figure), in parallel with the
+    others. A failure is answered as ``error``, never raised, so the chord still reaches
+    ``finalize``, which fails the run with it."""
+    current = lifecycle()
+    try:
+        found = patiently(lambda: current.finalizing(run_id))
+        if found is None:
+            return {"piece": piece, "skipped": True}
+        return AnalysisStages.render(piece, *found)
+    except Reject:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, (AtlaspipeError, OSError)):
+            log.exception("run %s: rendering %s failed", run_id, piece)
+        return {"piece": piece, "error": one_line(exc)}
 
 
 @stage_task("atlaspipe.finalize_run", acks_late=True, reject_on_worker_lost=True)
-def finalize_run(self: Task, run_id: str) -> None:
-    """``plot`` stage: statistics, figures, tables, results.json, the manifest and the final state."""
+def finalize_run(self: Task, pieces: list[dict[str, Any]] | None, run_id: str) -> None:
+    """``plot`` stage: tables, results.json, the manifest, the report and the final state, from the
+    pieces ``render_piece`` answered, under the run's ``finalize`` claim."""
+    from atlaspipe.results.outputs import Rendered
+
+    answers = [p for p in pieces or [] if isinstance(p, dict)]
+    if any(p.get("skipped") for p in answers):
+        log.info("run %s: its pieces found no aggregate to render (finished or stopped elsewhere)", run_id)
+        return
     current = lifecycle()
     workers = patiently(lambda: sorted({r.worker for r in current.store.chunk_results(run_id).values()}))
-    patiently(lambda: current.finalize(run_id, str(self.request.id), workers))
+    rendered = Rendered.from_pieces(answers)
+    final = Lifecycle(current.store, current.executor, AnalysisStages(fence_inputs=True, rendered=rendered),
+                      max_deliveries=current.max_deliveries)
+    patiently(lambda: final.finalize(run_id, str(self.request.id), workers))

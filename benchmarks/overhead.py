@@ -1,0 +1,179 @@
+"""Per-task overhead and finalize time of two code trees, side by side, interleaved repetitions.
+
+``python benchmarks/overhead.py --before PATH [--tasks 1000] [--repetitions 3]``: ``PATH`` is a
+checkout of the code to compare with (``git worktree add --detach /tmp/base main``); the after
+side is this checkout. Each side gets its own workers (process ``-c 2``, load, aggregate, plot),
+on its own RabbitMQ vhost and Redis database, both alive the whole time; runs alternate
+before/after, the order swapped per repetition, and the load average is recorded with each.
+
+Two measurements per run:
+- overhead: one file of ``--tasks`` identical events in one-entry chunks; ms per task per slot is
+  the time from ``running`` to ``aggregating`` × 2 slots / tasks;
+- finalize: the embedded sample in one chunk; the time from ``aggregating`` to the final state
+  (aggregate + fit + figures + documents), which is what a user waits for after the histograms.
+Prints a Markdown table (pasted into RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from compare import Cluster, Services, private_redis, run_distributed  # noqa: E402
+
+
+def write_tiny_events_file(path: Path, entries: int) -> None:
+    """A valid 2020-schema data file of ``entries`` identical four-muon events."""
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    counts = np.full(entries, 4, dtype=np.int32)
+
+    def jagged(values: list[float], dtype: Any) -> Any:
+        return ak.unflatten(np.tile(np.asarray(values, dtype=dtype), entries), counts)
+
+    with uproot.recreate(path) as handle:
+        handle.mktree("mini", {
+            "lep_n": np.int32, "lep_pt": "var * float32", "lep_eta": "var * float32",
+            "lep_phi": "var * float32", "lep_E": "var * float32", "lep_charge": "var * int32",
+            "lep_type": "var * uint32",
+        }, counter_name=lambda _: "lep_n")
+        handle["mini"].extend({
+            "lep_n": counts, "lep_pt": jagged([5e4, 4e4, 3e4, 2e4], np.float32),
+            "lep_eta": jagged([0.1, -0.4, 0.8, 1.2], np.float32), "lep_phi": jagged([0.0, 2.0, 4.0, 1.0], np.float32),
+            "lep_E": jagged([6e4, 5e4, 4e4, 5e4], np.float32), "lep_charge": jagged([1, -1, 1, -1], np.int32),
+            "lep_type": jagged([13, 13, 13, 13], np.uint32),
+        })
+
+
+def vhost(name: str) -> str:
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], capture_output=True, check=False)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+                   capture_output=True, check=False)
+    return f"amqp://guest:guest@127.0.0.1:5672/{name}"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and their children (live and reaped)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
+def measure(cluster: Cluster, tiny: Path, embedded: Path, redis_pid: int, finalize: bool) -> dict[str, float]:
+    # CPU is what a busy neighbour cannot inflate much: wall time on a loaded machine is mostly waiting.
+    pids = [cluster.processes[stage].pid for stage in ("process", "load", "aggregate")]
+    cpu_before, redis_before = cpu_seconds(pids), cpu_seconds([redis_pid])
+    over = run_distributed(cluster, str(tiny), 1)
+    cpu, redis_cpu = cpu_seconds(pids) - cpu_before, cpu_seconds([redis_pid]) - redis_before
+    busy = over["marks"].get("aggregating", over["wall"]) - over["marks"]["running"]
+    row = {"ms_per_task_per_slot": 1e3 * busy * cluster.process_slots / over["tasks"], "tasks": over["tasks"],
+           "worker_cpu_ms_per_task": 1e3 * cpu / over["tasks"],
+           "redis_cpu_ms_per_task": 1e3 * redis_cpu / over["tasks"], "load": over["load"], "finalize_s": float("nan")}
+    if finalize:
+        fin = run_distributed(cluster, str(embedded), 10_000_000)
+        assert fin["wall_with_plot"] is not None
+        # Until the final state; from the aggregation's start (or the first piece's, if the 5 ms poll missed it).
+        row["finalize_s"] = fin["wall_with_plot"] - fin["marks"].get("aggregating", fin["histograms_s"])
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="checkout of the code to compare with")
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--plot-slots", type=int, default=2, help="plot worker concurrency (both sides)")
+    parser.add_argument("--no-finalize", action="store_true", help="measure the per-task overhead only")
+    args = parser.parse_args()
+    from atlaspipe.generate.embedded import embedded_sample_dir
+
+    tmp = Path(tempfile.mkdtemp(prefix="atlaspipe-overhead-"))
+    own = private_redis(tmp)
+    if own is None:
+        raise SystemExit("needs redis-server")
+    inputs = tmp / "inputs"
+    inputs.mkdir()
+    tiny = inputs / "data_A.4lep.root"
+    write_tiny_events_file(tiny, args.tasks)
+    embedded = inputs / "embedded"
+    shutil.copytree(embedded_sample_dir(), embedded)
+    sides = {"before": args.before.resolve(), "after": REPO}
+    clusters: dict[str, Cluster] = {}
+    rows: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    try:
+        for index, (side, repo) in enumerate(sides.items()):
+            # A vhost per invocation: a worker left over from an interrupted run never takes these tasks.
+            services = Services(vhost(f"atlaspipe-overhead-{side}-{tmp.name[-8:]}"),
+                                own[1].rsplit("/", 1)[0] + f"/{index + 1}")
+            cluster = Cluster(tmp / side, services, 2, inputs, repo=repo, plot_slots=args.plot_slots)
+            (tmp / side).mkdir()
+            cluster.start()
+            clusters[side] = cluster
+            run_distributed(cluster, str(embedded), 10_000_000)  # warm: imports in the pool children
+            run_distributed(cluster, str(tiny), 50)
+        for rep in range(args.repetitions):
+            for side in (list(sides) if rep % 2 == 0 else list(reversed(sides))):
+                row = measure(clusters[side], tiny, embedded, own[0].pid, not args.no_finalize)
+                rows[side].append(row)
+                print(f"rep {rep + 1} {side:<6} {row['ms_per_task_per_slot']:6.2f} ms/task/slot "
+                      f"({row['tasks']} tasks)  worker CPU {row['worker_cpu_ms_per_task']:.2f} ms/task  "
+                      f"redis CPU {row['redis_cpu_ms_per_task']:.2f} ms/task  finalize {row['finalize_s']:5.2f} s  "
+                      f"load {row['load']:.2f}", flush=True)
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+        for cluster in clusters.values():
+            vhost_name = cluster.services.broker.rsplit("/", 1)[-1]
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost_name], capture_output=True, check=False)
+        own[0].terminate()
+        own[0].wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def cell(side: str, key: str, fmt: str) -> str:
+        values = [r[key] for r in rows[side]]
+        loads = ", ".join(f"{r['load']:.1f}" for r in rows[side])
+        return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}}; load {loads})"
+
+    print(f"\n{args.tasks} one-entry chunks on 2 process slots; finalize on the embedded sample, plot worker "
+          f"-c {args.plot_slots}; median (min–max) of {args.repetitions} interleaved repetitions, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| measure | before | after |\n|---|---|---|")
+    print(f"| per-task overhead, ms per task per slot | {cell('before', 'ms_per_task_per_slot', '.2f')} | "
+          f"{cell('after', 'ms_per_task_per_slot', '.2f')} |")
+    print(f"| worker CPU (process + load + aggregate workers), ms per task | "
+          f"{cell('before', 'worker_cpu_ms_per_task', '.2f')} | {cell('after', 'worker_cpu_ms_per_task', '.2f')} |")
+    print(f"| Redis CPU, ms per task | {cell('before', 'redis_cpu_ms_per_task', '.3f')} | "
+          f"{cell('after', 'redis_cpu_ms_per_task', '.3f')} |")
+    if not args.no_finalize:
+        print(f"| finalize (aggregating → final state), s | {cell('before', 'finalize_s', '.2f')} | "
+              f"{cell('after', 'finalize_s', '.2f')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.exit(main())
