@@ -144,8 +144,9 @@ if ! docker version >/dev/null 2>&1; then
     printf '%s\n' '*filter' ':INPUT ACCEPT' ':FORWARD ACCEPT' ':OUTPUT ACCEPT' COMMIT \
       '*nat' ':PREROUTING ACCEPT' ':INPUT ACCEPT' ':OUTPUT ACCEPT' ':POSTROUTING ACCEPT' COMMIT >"$WORK/iptables.before"
   fi
+  # The daemon must not inherit the run lock (fd 9), or it would hold it after this run ends.
   setsid dockerd --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT" --pidfile "$PIDFILE" \
-    --host "unix://$SOCKET" >"$OUT/dockerd.log" 2>&1 < /dev/null &
+    --host "unix://$SOCKET" >"$OUT/dockerd.log" 2>&1 < /dev/null 9>&- &
   DAEMON_STARTED=1
   for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
   docker version >/dev/null 2>&1 || { tail -20 "$OUT/dockerd.log" >&2; cannot_run "dockerd did not start"; }
