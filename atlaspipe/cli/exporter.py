@@ -27,9 +27,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from atlaspipe.config import RuntimeSettings
     from atlaspipe.pipeline.celery.app import create_app
-    from atlaspipe.pipeline.celery.client import STALL_SECONDS
     from atlaspipe.pipeline.celery.monitor import ClusterCollector, WorkerWatch, configured_queues, serve
     from atlaspipe.pipeline.celery.records import RunRecords
+    from atlaspipe.pipeline.lifecycle import STALL_SECONDS
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be between 0 and 65535")

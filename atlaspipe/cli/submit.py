@@ -19,7 +19,8 @@ from atlaspipe.cli.progress import Progress
 from atlaspipe.config import RuntimeSettings, analysis_settings, load_settings
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
 from atlaspipe.model import RunRequest, RunResults, RunState, RunStatus
-from atlaspipe.pipeline.celery.client import STALL_SECONDS, CeleryClient
+from atlaspipe.pipeline.celery.client import CeleryClient
+from atlaspipe.pipeline.lifecycle import STALL_SECONDS
 
 _SUBCOMMANDS = ("status", "list", "resume", "cancel", "clean")
 

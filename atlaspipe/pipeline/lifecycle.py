@@ -51,6 +51,17 @@ DEFAULT_MAX_DELIVERIES = 3
 STATUS_INTERVAL_SECONDS = 1.0
 """How often, at most, progress is written to ``status.json`` while chunks finish."""
 
+STALL_SECONDS = 60.0
+"""A running run without progress for this long, with nothing queued or running, is stalled."""
+
+
+def run_stalled(state: RunState, idle_seconds: float, in_flight: int, queued: int,
+                stall_seconds: float = STALL_SECONDS) -> bool:
+    """A running run with no progress for ``stall_seconds``, no chunk running and none queued:
+    nothing will move it on until ``resume``."""
+    return state is RunState.RUNNING and idle_seconds >= stall_seconds and in_flight == 0 and queued == 0
+
+
 
 def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -24,6 +24,7 @@ from atlaspipe.config import redact_url
 from atlaspipe.errors import AtlaspipeError, BackendUnavailable, ConfigError, RunFailedError
 from atlaspipe.model import RunRequest, RunState, RunStatus
 from atlaspipe.pipeline.celery.records import RunRecords
+from atlaspipe.pipeline.lifecycle import STALL_SECONDS, run_stalled
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ POLL_SECONDS = 0.5
 HINT_AFTER_SECONDS = 10.0
 """A stage queue without a consumer for this long gets a hint naming the worker to start."""
 CONSUMER_CHECK_SECONDS = 2.0
-STALL_SECONDS = 60.0
 BACKEND_GRACE_SECONDS = 600.0
 """How long following tolerates an unreachable result backend before giving up (the run goes on)."""
 STAGES_AHEAD = {
@@ -217,13 +217,13 @@ class CeleryClient:
             watch.last_fingerprint, watch.last_change, watch.stall_noted = fingerprint, now, False
             return
         if watch.stall_noted or status.state is not RunState.RUNNING or now - watch.last_change < stall_seconds:
-            return
+            return  # nothing to ask the records and the broker yet
         try:
             in_flight = self.records.in_flight(run_id)
         except redis.RedisError:
             return
-        queued = self.queued("process")
-        if in_flight == 0 and queued == 0:
+        queued = self.queued("process")  # None when the broker cannot say: then no verdict
+        if queued is not None and run_stalled(status.state, now - watch.last_change, in_flight, queued, stall_seconds):
             missing = status.chunks_total - status.chunks_done
             self.note(f"run {run_id} stalled: {missing} chunk(s) have no result and none is queued or running; "
                       f"finish it with: atlaspipe resume {run_id}")

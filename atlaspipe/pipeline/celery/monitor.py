@@ -29,8 +29,8 @@ from celery import Celery
 
 from atlaspipe.errors import AtlaspipeError
 from atlaspipe.model import RunState
-from atlaspipe.pipeline.celery.client import STALL_SECONDS
 from atlaspipe.pipeline.celery.records import RunRecords
+from atlaspipe.pipeline.lifecycle import STALL_SECONDS, run_stalled
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ class QueueStats:
 class RunCounts:
     by_state: dict[RunState, int]
     stalled: int
-
-
-def run_stalled(state: RunState, idle_seconds: float, in_flight: int, queued: int,
-                stall_seconds: float = STALL_SECONDS) -> bool:
-    """A running run with no progress for ``stall_seconds``, no chunk running and none queued:
-    nothing will move it on until ``resume``."""
-    return state is RunState.RUNNING and idle_seconds >= stall_seconds and in_flight == 0 and queued == 0
 
 
 def _timestamp(text: str) -> float:
