@@ -392,7 +392,8 @@ SAMPLER_PID=$!
 
 # ---------------------------------------------------------------------------------- checks
 say "check: every service is running and healthy"
-expected=$((8 + SCALE))
+# rabbitmq, redis, prometheus, web, flower, exporter, load, aggregate, plot, and SCALE process workers
+expected=$((9 + SCALE))
 healthy="$(docker ps --filter "label=com.docker.compose.project=$PROJECT" --filter health=healthy -q | wc -l)"
 total="$(docker ps -a --filter "label=com.docker.compose.project=$PROJECT" -q | wc -l)"
 docker ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Names}}\t{{.Status}}' >&2
@@ -464,8 +465,8 @@ while True:
         sys.exit(f"{len(targets)} targets (expected {expected}), not up: {down}")
     time.sleep(2)
 PY
-# prometheus itself, one per worker container, Flower, RabbitMQ
-"$PYTHON" "$WORK/targets.py" "http://127.0.0.1:$PROMETHEUS_PORT" "$((1 + 3 + SCALE + 2))" >&2 \
+# prometheus itself, one per worker container, the exporter, Flower, RabbitMQ
+"$PYTHON" "$WORK/targets.py" "http://127.0.0.1:$PROMETHEUS_PORT" "$((1 + 3 + SCALE + 3))" >&2 \
   || fail "Prometheus targets"
 mark checks
 
