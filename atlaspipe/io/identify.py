@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 
 from atlaspipe.errors import InputError
 from atlaspipe.io.reading import open_file
-from atlaspipe.physics.catalog import release_of_trees
+from atlaspipe.physics.catalog import RELEASES, load_release
+from atlaspipe.physics.selection import required_branches
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +32,17 @@ def release_of_file(location: str) -> str | None:
         log.debug("%s: cannot list its trees (%s); judged by its name", location, type(exc).__name__)
         return None
     return release_of_trees(trees)
+
+
+def release_of_trees(trees: Mapping[str, Collection[str]]) -> str | None:
+    """The release whose tree a file holds, from its TTrees and their branches; None if no release's.
+
+    The tree name decides (``mini`` 2020, ``analysis`` 2025e); should a file hold both, the tree
+    holding every branch the release's analysis reads does.
+    """
+    candidates = [name for name in RELEASES if load_release(name).tree in trees]
+    if len(candidates) > 1:
+        complete = [name for name in candidates
+                    if set(required_branches(load_release(name).schema, False)) <= set(trees[load_release(name).tree])]
+        candidates = complete or candidates
+    return candidates[0] if candidates else None

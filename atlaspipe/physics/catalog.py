@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -306,29 +306,11 @@ def is_generated_title(title: str | None) -> bool:
     return bool(title) and str(title).startswith(GENERATED_TITLE)
 
 
-def release_of_trees(trees: Mapping[str, Collection[str]]) -> str | None:
-    """The release whose tree a file holds, from its TTrees and their branches; None if no release's.
-
-    The tree name decides (``mini`` 2020, ``analysis`` 2025e); should a file hold both, the tree
-    holding every branch the release's analysis reads does.
-    """
-    # Imported here: the selection pulls in awkward, which readers of the catalog alone (the
-    # submit client, the web server) need not load.
-    from atlaspipe.physics.selection import required_branches
-
-    candidates = [name for name in RELEASES if load_release(name).tree in trees]
-    if len(candidates) > 1:
-        complete = [name for name in candidates
-                    if set(required_branches(load_release(name).schema, False)) <= set(trees[load_release(name).tree])]
-        candidates = complete or candidates
-    return candidates[0] if candidates else None
-
-
 def recognise_file(location: str, release: str | None = None,
                    content_release: str | None = None) -> tuple[Release, Sample]:
     """The release and sample a file belongs to, or a CatalogError saying why not.
 
-    ``content_release`` is the release the file's trees say it is (:func:`release_of_trees`): it
+    ``content_release`` is the release the file's trees say it is (``atlaspipe.io.identify.release_of_trees``): it
     decides, and the file name then only has to name a sample of that release. Without it the file
     name decides.
     """

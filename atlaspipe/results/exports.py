@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from atlaspipe.io import files
-from atlaspipe.model import DataSummary, FitResult, Histogram, RunResults, SampleYields
-from atlaspipe.results.statistics import FitOptions, fit_workspace
+from atlaspipe.model import DataSummary, Histogram, RunResults, SampleYields
+from atlaspipe.results.statistics import run_workspace
 
 if TYPE_CHECKING:
     import hist
@@ -34,19 +34,6 @@ OTHER_GROUP = "other"
 WORKSPACE = "workspace.json"
 HISTOGRAMS_ROOT = "histograms.root"
 HISTOGRAMS_JSON = "histograms.json"
-
-
-def fit_options(fit: FitResult) -> FitOptions:
-    """The options a finished fit ran with, as results.json records them."""
-    return FitOptions(background_norm_uncertainty=fit.background_norm_uncertainty, staterror=fit.staterror,
-                      mu_upper=fit.mu_upper)
-
-
-def workspace(results: RunResults) -> dict[str, Any] | None:
-    """The pyhf workspace of the run's fit; None when the run has no fit or no signal to fit."""
-    if results.fit is None:
-        return None
-    return fit_workspace(results, fit_options(results.fit))
 
 
 def _weighted(histograms: list[Histogram], bin_edges: tuple[float, ...], name: str) -> WeightedHist:
@@ -120,7 +107,7 @@ def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
     the pre-/post-fit figure into ``run_dir``; the written files by output kind, for results.json's
     ``outputs``."""
     written: dict[str, str] = {}
-    spec = workspace(results)
+    spec = run_workspace(results)
     if spec is not None:
         files.write_text(run_dir / WORKSPACE, json.dumps(spec, indent=1) + "\n")
         written["workspace_json"] = WORKSPACE
@@ -128,7 +115,7 @@ def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
     write_root(histograms, run_dir / HISTOGRAMS_ROOT)
     files.write_text(run_dir / HISTOGRAMS_JSON, uhi_json(histograms))
     written.update(histograms_root=HISTOGRAMS_ROOT, histograms_json=HISTOGRAMS_JSON)
-    from atlaspipe.results.fitplots import draw_prefit_postfit  # it reads this module's workspace
+    from atlaspipe.results.fitplots import draw_prefit_postfit
 
     written.update(draw_prefit_postfit(results, run_dir))
     return written

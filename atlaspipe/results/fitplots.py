@@ -1,6 +1,6 @@
 """The m4l model before and after the fit: ``m4l_prefit_postfit.png``.
 
-Both panels come from the run's pyhf workspace (``exports.workspace``): the pre-fit expectation
+Both panels come from the run's pyhf workspace (``statistics.run_workspace``): the pre-fit expectation
 at the model's initial parameters (μ = 1, nuisances nominal) and the post-fit one at the fitted
 parameters results.json records, so drawing them costs no extra fit.
 """
@@ -16,8 +16,7 @@ import numpy.typing as npt
 
 from atlaspipe.io.files import replacing
 from atlaspipe.model import RunResults
-from atlaspipe.results.exports import workspace
-from atlaspipe.results.statistics import fit_input
+from atlaspipe.results.statistics import fit_input, run_workspace
 
 FloatArray = npt.NDArray[np.float64]
 PREFIT_POSTFIT = "m4l_prefit_postfit.png"
@@ -39,7 +38,7 @@ def fit_expectations(results: RunResults) -> FitExpectations | None:
     """Pre- and post-fit expectations of the fit's model; None without a converged fit."""
     import pyhf
 
-    spec = workspace(results)
+    spec = run_workspace(results)
     fit = results.fit
     if spec is None or fit is None or fit.mu is None or not fit.parameters:
         return None

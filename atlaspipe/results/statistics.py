@@ -451,3 +451,16 @@ def summarise(
     if not results.samples:
         return None, None
     return significance_results(results, window_gev), fit_results(results, fit_options)
+
+
+def fit_options(fit: FitResult) -> FitOptions:
+    """The options a finished fit ran with, as results.json records them."""
+    return FitOptions(background_norm_uncertainty=fit.background_norm_uncertainty, staterror=fit.staterror,
+                      mu_upper=fit.mu_upper)
+
+
+def run_workspace(results: RunResults) -> dict[str, Any] | None:
+    """The pyhf workspace of the run's fit; None when the run has no fit or no signal to fit."""
+    if results.fit is None:
+        return None
+    return fit_workspace(results, fit_options(results.fit))

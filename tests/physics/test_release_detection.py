@@ -9,7 +9,8 @@ import pytest
 
 from atlaspipe.errors import CatalogError
 from atlaspipe.generate.events import generate_release
-from atlaspipe.physics.catalog import load_release, recognise_file, release_of_trees
+from atlaspipe.io.identify import release_of_trees
+from atlaspipe.physics.catalog import load_release, recognise_file
 from atlaspipe.physics.selection import required_branches
 from atlaspipe.pipeline.planning import resolve_inputs
 

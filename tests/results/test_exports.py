@@ -124,7 +124,7 @@ def test_cabinetry_loads_and_fits_the_workspace(embedded_run: RunOutcome) -> Non
 
 
 def test_workspace_channel_is_the_model_the_fit_builds(embedded_run: RunOutcome) -> None:
-    from atlaspipe.results.exports import fit_options
+    from atlaspipe.results.statistics import fit_options
 
     results = _results(embedded_run)
     assert results.fit is not None
