@@ -71,11 +71,13 @@ OPTIONAL_2020_PT_GEV = (30.0, 20.0, 10.0)
 
 @dataclass(frozen=True)
 class SelectedEvents:
-    """What the histograms need from the events that pass: mass in GeV, weight and channel index."""
+    """What the histograms need from the events that pass: mass in GeV, weight and channel index,
+    and ``rows``, where they are among the events given, so the cutflow reuses them."""
 
     m4l_gev: FloatArray
     weight: FloatArray
     channel: IntArray
+    rows: IntArray
 
     def __len__(self) -> int:
         return len(self.m4l_gev)
@@ -382,7 +384,7 @@ def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
     else:
         raise ValueError(f"unknown schema {schema!r}")
     mass = four_lepton_mass(pt, eta, phi, energy) * to_gev
-    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel)
+    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel, rows=np.asarray(rows, dtype=np.int64))
 
 
 CUTFLOW_STEPS: tuple[str, ...] = ("all", "trigger", "pt", "id_iso", "charge_sum", "type_sum", "mass_window")
@@ -403,12 +405,17 @@ class CutflowCounts:
 
 
 def cutflow(events: ak.Array, schema: str, is_mc: bool, to_gev: float, options: SelectionOptions,
-            mass_window_gev: tuple[float, float]) -> CutflowCounts:
-    """The cutflow of ``events``: the same cuts as :func:`analyse`, counted one after another."""
+            mass_window_gev: tuple[float, float], *, selected: SelectedEvents | None = None) -> CutflowCounts:
+    """The cutflow of ``events``: the same cuts as :func:`analyse`, counted one after another.
+
+    ``selected`` is what :func:`analyse` returned for the same events and options, when the caller
+    has it: the four-lepton mass is most of the selection's cost, and is not computed twice.
+    """
+    if selected is None:
+        selected = analyse(events, schema, is_mc, to_gev, options)
     if options.lepton_order == "pt":
         events = pt_ordered(events)
     n = len(events)
-    lep = ("lep_pt", "lep_eta", "lep_phi", "lep_E" if schema == "2020" else "lep_e")
     has_four = np.asarray(ak.num(events["lep_pt"], axis=1) >= 4)
     charge = _leading(events["lep_charge"], 4, 0)
     ltype = _leading(events["lep_type"], 4, 0).astype(np.int64)
@@ -434,13 +441,9 @@ def cutflow(events: ak.Array, schema: str, is_mc: bool, to_gev: float, options: 
     type_ok = _channel_of_sum(type_sum) >= 0
     if options.sfos_pairing:
         type_ok &= has_sfos_pairs(charge, ltype)
-    passed = has_four & trigger & pt_ok & id_iso & charge_ok & type_ok
-    rows = np.flatnonzero(passed)
-    parts = (_first_four(events[name], rows) for name in lep)
     in_window = np.zeros(n, dtype=bool)
     lo, hi = mass_window_gev
-    mass = four_lepton_mass(*parts) * to_gev
-    in_window[rows] = (mass >= lo) & (mass < hi)
+    in_window[selected.rows] = (selected.m4l_gev >= lo) & (selected.m4l_gev < hi)
     # How many cuts each event passes in turn, then one weighted bincount over (depth, channel):
     # a few passes over the events instead of one masked sum per cut and channel.
     cuts = np.stack([trigger, pt_ok, id_iso, charge_ok, type_ok, in_window], axis=1)

@@ -133,7 +133,7 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
         selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
         sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
         cuts = cutflow(events, release.schema, not sample.is_data, release.to_gev, selection_options(config),
-                       config.mass_window_gev)
+                       config.mass_window_gev, selected=selected)
     except passthrough:
         raise
     except AtlaspipeError as exc:

@@ -55,7 +55,7 @@ def reference_analyse_2020(events: ak.Array, is_mc: bool, options: SelectionOpti
             weight *= np.asarray(chosen[name], dtype=np.float64)
     sums = leading(chosen["lep_type"], 0).astype(np.int64).sum(axis=1)
     channel = np.select([sums == 44, sums == 52, sums == 48], [0, 1, 2], -1)
-    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel)
+    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel, rows=np.flatnonzero(passed))
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

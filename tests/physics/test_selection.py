@@ -175,7 +175,7 @@ def test_histogram_edges_are_half_open() -> None:
     edges = analysis_config().bin_edges()
     selected = SelectedEvents(
         m4l_gev=np.array([79.999, 80.0, 84.999, 85.0, 249.999, 250.0]),
-        weight=np.ones(6), channel=np.zeros(6, dtype=np.int64),
+        weight=np.ones(6), channel=np.zeros(6, dtype=np.int64), rows=np.arange(6),
     )
     sumw, _ = histogram_arrays(selected, edges)
     assert sumw[0, 0] == 1  # underflow
