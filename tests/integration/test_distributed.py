@@ -43,6 +43,9 @@ def test_embedded_sample_on_workers_is_bit_identical_to_in_process(stage_workers
     assert manifest.executor == "celery"
     assert all((i.checksum or "").startswith("sha256:") for i in manifest.inputs)
     assert "yield" in completed.stdout and str(run_dir) in completed.stdout
+    # Each worker imported its stage's libraries before forking its pool (pipeline/celery/warmup.py).
+    assert "preloaded matplotlib.pyplot, mplhep, pyhf" in stage_workers.log("plot")
+    assert "preloaded uproot, hist" in stage_workers.log("process")
 
 
 def test_two_process_workers_share_the_chunks(stage_workers: WorkerPool) -> None:

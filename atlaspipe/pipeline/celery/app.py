@@ -41,6 +41,7 @@ def create_app(broker_url: str | None = None, result_backend: str | None = None)
     application.on_after_configure.connect(configure, weak=False)
     from atlaspipe.ops import metrics
     from atlaspipe.ops.probes import ProbeFiles
+    from atlaspipe.pipeline.celery import warmup  # noqa: F401 - connects its celeryd_after_setup handler
 
     application.steps["consumer"].add(ProbeFiles)
     metrics.install(application)
