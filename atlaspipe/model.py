@@ -418,6 +418,40 @@ class RunStatus(Document):
         return self.state.terminal
 
 
+class LiveGroup(Document):
+    """One stacked group's m4l histogram so far: its samples' in-range bins, all channels, scaled."""
+
+    id: str
+    label: str
+    """The group's name as plain text."""
+    color: str
+    kind: Literal["background", "signal"]
+    values: tuple[float, ...]
+
+
+class LiveHistogram(Document):
+    """``live.json``: the m4l histogram of the chunks stored so far, written with ``status.json``
+    while a run runs. Partial by design and summed in whatever order chunks landed: ``results.json``
+    holds the run's only exact numbers."""
+
+    schema_version: Literal[1] = 1
+    run_id: str
+    generation: int = 0
+    bin_edges: tuple[float, ...]
+    groups: tuple[LiveGroup, ...]
+    """MC groups with a planned sample: backgrounds at the bottom of the stack, signal on top."""
+    data: tuple[float, ...] | None
+    """Data events per in-range bin so far; None for a run without data."""
+    chunks_done: int
+    chunks_total: int
+    events_read: int
+    events_total: int
+    eta_seconds: float | None = None
+    """Time left when this was written, from the rate chunks have landed at since the run
+    (or its latest ``resume``) started running; None until a chunk landed."""
+    updated: str
+
+
 # --- results ------------------------------------------------------------------------------------
 
 
@@ -645,6 +679,7 @@ class Manifest(Document):
 
 SCHEMAS: dict[str, type[Document]] = {
     "results": RunResults, "status": RunStatus, "manifest": Manifest, "plan": RunPlan, "request": RunRequest,
+    "live": LiveHistogram,
 }
 """The run folder's documents whose JSON Schemas are shipped in docs/schemas/."""
 CONTRACT_BEGIN = "<!-- generated from atlaspipe/model.py: scripts/update-contracts.sh -->"
@@ -688,9 +723,10 @@ def _structure_text(spec: dict[str, Any]) -> str:
 
 
 def contract_markdown() -> str:
-    """The fields of ``status.json`` and ``results.json`` and of every type they hold, for docs/CONTRACTS.md."""
+    """The fields of ``status.json``, ``live.json`` and ``results.json`` and of every type they hold,
+    for docs/CONTRACTS.md."""
     lines = []
-    for kind in ("status", "results"):
+    for kind in ("status", "live", "results"):
         schema = json_schema(kind)
         definitions = {schema["title"]: schema, **schema.get("$defs", {})}
         lines.append(f"### `{kind}.json`: `{schema['title']}` (JSON Schema: `docs/schemas/{kind}.schema.json`)")

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from atlaspipe.pipeline import processing
 
 KILL_MAIN_MARK = os.environ.get("ATLASPIPE_TEST_KILL_MAIN_ON", "")
 """A chunk whose file path contains this text kills its worker's main process on every delivery."""
+
+SLOW_CHUNK_SECONDS = float(os.environ.get("ATLASPIPE_TEST_SLOW_CHUNK_SECONDS") or 0)
+"""Every chunk takes at least this long: a run slow enough to watch while it goes on."""
 
 _process_chunk = processing.process_chunk
 
@@ -23,6 +27,8 @@ def _process_or_die(chunk: Any, *args: Any, **kwargs: Any) -> Any:
         # unacknowledged message goes back to the queue), then this pool child.
         os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+    if SLOW_CHUNK_SECONDS:
+        time.sleep(SLOW_CHUNK_SECONDS)
     return _process_chunk(chunk, *args, **kwargs)
 
 

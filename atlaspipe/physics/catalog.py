@@ -129,6 +129,10 @@ class Release:
                 return group
         raise CatalogError(f"unknown group '{group_id}' in release {self.name}")
 
+    def stacked_groups(self, group_ids: Sequence[str] | None) -> tuple[Group, ...]:
+        """The groups a run stacks: the ones its configuration names, else every group of the release."""
+        return self.groups if group_ids is None else tuple(self.group(g) for g in group_ids)
+
     def select(self, names: list[str] | None) -> list[Sample]:
         """The named samples (or groups, or ``data``/``mc``), or all of them when ``names`` is empty."""
         if not names:

@@ -27,6 +27,7 @@ from atlaspipe.errors import AtlaspipeError
 from atlaspipe.io import files
 from atlaspipe.model import (
     ACTIVE_STATES,
+    M4L,
     TRANSITIONS,
     Aggregate,
     Chunk,
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 REQUEST_COPY = "request.json"
 PLAN_COPY = "plan.json"
 STATUS_FILE = "status.json"
+LIVE_FILE = "live.json"
+LIVE_STATES = frozenset({RunState.RUNNING, RunState.AGGREGATING})
+"""The states ``live.json`` is written in: the chunk sums are all there, none released yet."""
 DEFAULT_MAX_DELIVERIES = 3
 """Deliveries of one chunk before it is failed: a chunk that kills its worker is not retried forever."""
 STATUS_INTERVAL_SECONDS = 1.0
@@ -108,6 +112,37 @@ class ChunkStored:
 
 
 @dataclass(frozen=True)
+class LiveSums:
+    """What the store keeps for ``live.json`` as chunks land, in time independent of their number.
+
+    ``bins``: per sample, the in-range m4l bins of its stored chunks summed over channels, unscaled,
+    the empty ones left out. ``landed``: chunks stored since the run last entered ``running``
+    (epoch seconds ``running_since``), the last at ``last_landed``.
+    """
+
+    bins: dict[str, dict[int, float]]
+    landed: int = 0
+    running_since: float | None = None
+    last_landed: float | None = None
+
+    def eta_seconds(self, chunks_left: int) -> float | None:
+        """Time left at the rate chunks have landed since the run started running; None before the first."""
+        if self.landed <= 0 or self.running_since is None or self.last_landed is None:
+            return None
+        elapsed = self.last_landed - self.running_since
+        return max(0, chunks_left) * elapsed / self.landed if elapsed > 0 else None
+
+
+def live_bins(result: ChunkResult) -> dict[int, float]:
+    """The non-empty in-range m4l bins of a chunk, summed over channels: what it adds to ``LiveSums``."""
+    counts = result.histograms.get(M4L)
+    if counts is None or not result.ok:
+        return {}
+    summed = [sum(column) for column in zip(*counts.sumw, strict=True)][1:-1]
+    return {index: value for index, value in enumerate(summed) if value}
+
+
+@dataclass(frozen=True)
 class StatusChange:
     """Fields of the status that a transition sets besides the state."""
 
@@ -139,7 +174,8 @@ class RunStore(Protocol):
 
     def save_plan(self, plan: RunPlan) -> None: ...
 
-    def plan(self, run_id: str) -> RunPlan | None: ...
+    def plan(self, run_id: str, with_chunks: bool = True) -> RunPlan | None:
+        """The plan; without its chunks it costs the same however many there are."""
 
     def start_chunk(self, run_id: str, chunk_id: int, generation: int, max_deliveries: int) -> ChunkStart: ...
 
@@ -149,6 +185,10 @@ class RunStore(Protocol):
         """Forget that a delivery of this chunk is in progress (it was skipped or stored)."""
 
     def chunk_results(self, run_id: str) -> dict[int, ChunkResult]: ...
+
+    def live_sums(self, run_id: str) -> LiveSums:
+        """The running sums of the chunks stored so far (``store_chunk`` adds a counted chunk's
+        ``live_bins``; entering ``running`` restarts the landing clock)."""
 
     def complete(self, run_id: str) -> bool:
         """The run is planned and every planned chunk has a result (a success or a failure)."""
@@ -423,14 +463,35 @@ class Lifecycle:
     # --- status.json -------------------------------------------------------------------------
 
     def publish_status(self, run_id: str) -> RunStatus | None:
-        """Write the run's live status to its folder, where the web report reads it."""
+        """Write the run's live status to its folder, where the web report reads it, and while
+        chunks are being merged the histogram so far (``live.json``)."""
         try:
             status = self.store.status(run_id)
         except AtlaspipeError:
             return None
         if status.run_dir:
             self._copy(Path(status.run_dir), STATUS_FILE, status.to_json(indent=1), even_when_full=True)
+            if status.state in LIVE_STATES:
+                self._publish_live(status, Path(status.run_dir))
         return status
+
+    def _publish_live(self, status: RunStatus, run_dir: Path) -> None:
+        """``live.json`` from the store's running sums: its cost does not grow with the chunks. Only
+        a picture of progress, so one that cannot be made is logged, never the run's failure."""
+        from atlaspipe.results.live import live_histogram
+
+        try:
+            plan = self.store.plan(status.run_id, with_chunks=False)
+            if plan is None:
+                return
+            sums = self.store.live_sums(status.run_id)
+            eta = sums.eta_seconds(status.chunks_total - status.chunks_done) if status.state is RunState.RUNNING \
+                else None
+            live = live_histogram(plan, sums.bins, status, eta, now_text())
+        except AtlaspipeError as exc:
+            log.info("run %s: no live histogram: %s", status.run_id, one_line(exc))
+            return
+        self._copy(run_dir, LIVE_FILE, live.to_json())
 
     def note_stalled(self, run_dir: Path, reason: str) -> None:
         """Say in ``status.json`` why a run makes no progress while its records cannot be reached."""

@@ -14,7 +14,9 @@ from atlaspipe.pipeline.lifecycle import (
     ChunkGate,
     ChunkStart,
     ChunkStored,
+    LiveSums,
     StatusChange,
+    live_bins,
     now_text,
 )
 
@@ -30,6 +32,10 @@ class _Run:
     aggregates: dict[int, Aggregate] = field(default_factory=dict)
     generation: int = 0
     status_written: float = 0.0
+    live: dict[str, dict[int, float]] = field(default_factory=dict)
+    landed: int = 0
+    running_since: float | None = None
+    last_landed: float | None = None
 
 
 class MemoryStore:
@@ -76,6 +82,8 @@ class MemoryStore:
             updates: dict[str, object] = {"state": target, "updated": now_text()}
             updates.update({k: v for k, v in vars(change).items() if v is not None})
             run.status = run.status.model_copy(update=updates)
+            if target is RunState.RUNNING:
+                run.running_since, run.landed, run.last_landed = time.time(), 0, None
             return previous
 
     def save_plan(self, plan: RunPlan) -> None:
@@ -85,7 +93,7 @@ class MemoryStore:
             run.status = run.status.model_copy(update={"chunks_total": len(plan.chunks),
                                                        "events_total": plan.total_entries})
 
-    def plan(self, run_id: str) -> RunPlan | None:
+    def plan(self, run_id: str, with_chunks: bool = True) -> RunPlan | None:  # noqa: ARG002 - in memory either way
         return self._run(run_id).plan
 
     def start_chunk(self, run_id: str, chunk_id: int, generation: int, max_deliveries: int) -> ChunkStart:
@@ -109,6 +117,11 @@ class MemoryStore:
             counted = result.chunk_id not in run.results
             if counted:
                 run.results[result.chunk_id] = result
+                sums = run.live.setdefault(result.sample, {})
+                for index, value in live_bins(result).items():
+                    sums[index] = sums.get(index, 0.0) + value
+                run.landed += 1
+                run.last_landed = time.time()
             now = time.monotonic()
             due = now - run.status_written >= self.status_interval
             if due:
@@ -122,6 +135,12 @@ class MemoryStore:
     def chunk_results(self, run_id: str) -> dict[int, ChunkResult]:
         with self._lock:
             return dict(self._run(run_id).results)
+
+    def live_sums(self, run_id: str) -> LiveSums:
+        with self._lock:
+            run = self._run(run_id)
+            return LiveSums(bins={name: dict(sums) for name, sums in run.live.items()}, landed=run.landed,
+                            running_since=run.running_since, last_landed=run.last_landed)
 
     def complete(self, run_id: str) -> bool:
         with self._lock:

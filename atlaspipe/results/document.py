@@ -75,8 +75,7 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
     data_counts = Counts(sumw=tuple(tuple(r) for r in data_sumw.tolist()),
                          sumw2=tuple(tuple(r) for r in data_sumw.tolist()))
     data_total = _histogram(data_counts)
-    groups = release.groups if config.stacked_groups is None else tuple(
-        release.group(g) for g in config.stacked_groups)
+    groups = release.stacked_groups(config.stacked_groups)
     return RunResults(
         run_id=plan.run_id, status="partial" if aggregated.failures else "complete", release=release.name,
         luminosity_fb=aggregated.luminosity_fb, bin_edges=aggregated.bin_edges,

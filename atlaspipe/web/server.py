@@ -1,8 +1,9 @@
 """``atlaspipe serve``: browse the runs of an output folder over HTTP (aiohttp).
 
 Pages: ``/`` (run list), ``/runs/<id>/`` (plots, yields, significance, fit, manifest; live
-progress while running), ``/runs/<id>/<file>`` (a file of the run folder), ``/api/runs`` and
-``/api/runs/<id>/status`` (JSON polled by the pages), ``/healthz`` (container probes).
+progress and the partial m4l histogram while running), ``/runs/<id>/<file>`` (a file of the run
+folder), ``/api/runs`` and ``/api/runs/<id>/status`` (JSON polled by the pages; a running run's
+carries its ``live.json``), ``/healthz`` (container probes).
 The pages are rendered by atlaspipe.results.report, which also writes the static ``report.html``.
 """
 
@@ -21,12 +22,13 @@ import re
 import signal
 import stat
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from atlaspipe.config import is_loopback, secret
 from atlaspipe.errors import ConfigError, SchemaError
-from atlaspipe.model import Document, Manifest, RunResults, RunStatus
+from atlaspipe.model import Document, LiveHistogram, Manifest, RunResults, RunStatus
 from atlaspipe.results.report import (
     RunFolder,
     page,
@@ -136,6 +138,19 @@ def load_run(output: Path, run_id: str) -> RunFolder | None:
     results = _read(RunResults, path / "results.json", problems)
     return RunFolder(run_id=path.name, path=path, results=results, status=status, manifest=manifest,
                      problems=tuple(problems))
+
+
+def live_status(run: RunFolder) -> dict[str, Any]:
+    """``/api/runs/<id>/status``: the run's progress and, while it runs, its ``live.json`` (whose
+    ETA, from the rate chunks land at, replaces the one from the state's timestamps)."""
+    progress = progress_of(run)
+    problems: list[str] = []
+    live = None if run.terminal else _read(LiveHistogram, run.path / "live.json", problems)
+    if live is not None and live.run_id != run.run_id:
+        live = None
+    if live is not None and live.eta_seconds is not None and progress.state == "running":
+        progress = replace(progress, eta_seconds=live.eta_seconds)
+    return {**progress.to_jsonable(), "live": None if live is None else live.to_jsonable()}
 
 
 def _sort_key(run: RunFolder) -> float:
@@ -253,7 +268,8 @@ def create_app(output: Path, auth: tuple[str, str] | None = None) -> web.Applica
 
     async def api_status(request: web.Request) -> web.Response:
         run = await asyncio.to_thread(run_or_404, request)
-        return web.json_response(progress_of(run).to_jsonable(), headers={"Cache-Control": "no-store"})
+        body = await asyncio.to_thread(live_status, run)
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def run_redirect(request: web.Request) -> web.Response:
         run = run_or_404(request)

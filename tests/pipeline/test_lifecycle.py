@@ -143,6 +143,44 @@ def test_a_run_goes_through_every_state_and_its_folder_follows(store: RunStore, 
     assert stages.finalized == 1
 
 
+def counts_in(cells: dict[tuple[int, int], float]) -> ChunkResult:
+    """A chunk of ``data_A`` whose m4l histogram holds ``cells[(channel, flow bin)]``, else nothing."""
+    from atlaspipe.model import Counts
+
+    rows = tuple(tuple(cells.get((channel, index), 0.0) for index in range(36)) for channel in range(3))
+    return ChunkResult(chunk_id=0, sample="data_A", worker=WORKER, events_read=10, events_selected=1,
+                       histograms={"m4l": Counts(sumw=rows, sumw2=rows)})
+
+
+def test_live_json_sums_the_chunks_stored_so_far(store: RunStore, tmp_path: Path) -> None:
+    from atlaspipe.model import LiveHistogram
+
+    lifecycle, plan = planned(store, tmp_path, FakeStages())
+    live_path = tmp_path / plan.run_id / "live.json"
+    started = LiveHistogram.read(live_path)
+    assert (started.data, started.groups, started.chunks_done, started.eta_seconds) == ((0.0,) * 34, (), 0, None)
+    assert started.bin_edges[:3] == (80.0, 85.0, 90.0) and started.bin_edges[-1] == 250.0
+    # 4e and 4mu events in 80-85 GeV, a 2e2mu one in 100-105 GeV; the flow bins are not drawn.
+    first = counts_in({(0, 1): 1.0, (1, 1): 2.0, (2, 5): 1.0, (0, 0): 7.0, (1, 35): 7.0})
+    second = counts_in({(2, 1): 1.0, (2, 34): 4.0})
+    chunks = plan.chunks
+    lifecycle.chunk_done(plan.run_id, first.model_copy(update={"chunk_id": chunks[0].chunk_id}))
+    lifecycle.chunk_done(plan.run_id, first.model_copy(update={"chunk_id": chunks[0].chunk_id}))  # redelivered
+    lifecycle.chunk_done(plan.run_id, second.model_copy(update={"chunk_id": chunks[1].chunk_id}))
+    live = LiveHistogram.read(live_path)
+    assert live.data == (4.0, 0.0, 0.0, 0.0, 1.0) + (0.0,) * 28 + (4.0,)
+    assert (live.chunks_done, live.chunks_total, live.events_read) == (2, 3, 20)
+    assert live.eta_seconds is not None and live.eta_seconds >= 0.0
+    # A failed chunk adds nothing; after it, no chunk is left to wait for.
+    lifecycle.chunk_done(plan.run_id, ChunkResult.failed(chunks[2], "bad basket", WORKER))
+    live = LiveHistogram.read(live_path)
+    assert (sum(live.data or ()), live.chunks_done, live.eta_seconds) == (9.0, 3, 0.0)
+    # A resume runs the failed chunk again: the sums so far stay, the landing clock starts again.
+    assert lifecycle.resume(plan.run_id) == [chunks[2]]
+    live = LiveHistogram.read(live_path)
+    assert (sum(live.data or ()), live.chunks_done, live.eta_seconds, live.generation) == (9.0, 2, None, 1)
+
+
 def test_a_second_submission_of_the_same_run_changes_nothing(store: RunStore, tmp_path: Path) -> None:
     lifecycle, _ = planned(store, tmp_path, FakeStages())
     assert lifecycle.submit(make_request(tmp_path)).state is RunState.RUNNING
@@ -223,7 +261,7 @@ def test_a_failure_in_finalize_ends_the_run_failed_and_leaves_no_debris(store: R
                 else "finalize failed: KeyError: 'a bug'")
     assert status.message == expected
     run_dir = tmp_path / plan.run_id
-    assert sorted(p.name for p in run_dir.iterdir()) == ["plan.json", "request.json", "status.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["live.json", "plan.json", "request.json", "status.json"]
     # Once the cause is gone, a resume finishes the run from the stored chunk results.
     stages.finalize_error = None
     assert lifecycle.resume(plan.run_id) == []

@@ -21,6 +21,8 @@ import pytest
 from test_web import DISK_FULL, make_run, write_status
 
 from atlaspipe.model import RunResults
+from tests.conftest import WorkerPool
+from tests.runs import run_dir_of, submit
 
 pytestmark = pytest.mark.browser
 
@@ -188,3 +190,64 @@ def test_a_run_that_fails_shows_why(driver: Any, server: tuple[str, Path]) -> No
     assert not driver.find_elements(By.ID, "progress")
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "report-failed.png"))
+
+
+LIVE_VIEW = """
+const badge = document.querySelector("#run-facts .badge");
+const chart = document.querySelector("#live-plot svg");
+const eta = document.querySelector("#live-plot .live-eta");
+return [badge ? badge.textContent : null,
+        chart ? Array.from(chart.querySelectorAll("rect.bar, circle.point"),
+                           (e) => e.getAttribute("height") || e.getAttribute("cy")).join(" ") : null,
+        chart ? chart.dataset.chunks : null, eta ? eta.textContent : ""];
+"""
+
+
+def test_the_live_histogram_grows_during_a_distributed_run(driver: Any, worker_pool: WorkerPool) -> None:
+    """20 chunks of the embedded sample on real workers, each held 0.3 s by the test's fault hook."""
+    from atlaspipe.pipeline.celery.records import RunRecords
+    from atlaspipe.pipeline.lifecycle import Lifecycle
+    from tests.conftest import BACKEND_URL
+
+    names = [worker_pool.start(stage, stage, wait=False) for stage in ("load", "aggregate", "plot")]
+    names.append(worker_pool.start("process", "process", wait=False, extra_args=("--include", "tests.fault_hooks"),
+                                   extra_env={"ATLASPIPE_TEST_SLOW_CHUNK_SECONDS": "0.3"}))
+    output = Path(worker_pool.env["ATLASPIPE_OUTPUT_DIR"])
+    output.mkdir(parents=True, exist_ok=True)
+    serve = subprocess.Popen([sys.executable, "-m", "atlaspipe", "serve", "--output", str(output), "--port", "0"],
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, text=True)
+    try:
+        assert serve.stdout is not None
+        url = serve.stdout.readline().split(" at ")[1].strip()
+        worker_pool.wait_ready(names)
+        submitted = submit(worker_pool.env, worker_pool.tmp, "--chunk-size", "1000", "--no-wait")
+        assert submitted.returncode == 0, submitted.stderr
+        run_dir = run_dir_of(submitted)
+        _wait((run_dir / "status.json").exists)
+        driver.get(f"{url}runs/{run_dir.name}/")
+        drawn: set[str] = set()
+        chunks_drawn: set[str] = set()
+        etas: set[str] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (len(drawn) >= 2 and etas):
+            state, bars, chunks, eta = driver.execute_script(LIVE_VIEW)
+            if state != "running" and state in {"succeeded", "partial", "failed", "cancelled"}:
+                break
+            if state == "running" and bars is not None:
+                drawn.add(bars)
+                chunks_drawn.add(chunks)
+                if eta:
+                    etas.add(eta)
+            time.sleep(0.1)
+        # While the run ran, the bars drawn changed as chunks landed, and the time left was shown.
+        assert len(drawn) >= 2 and len(chunks_drawn) >= 2, chunks_drawn
+        assert any(e.startswith(" · about ") and e.endswith(" left") for e in etas), etas
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "report-live-histogram.png"))
+        # Once the run ends the page shows how it ended instead of the partial histogram.
+        Lifecycle(RunRecords(BACKEND_URL), "celery").cancel(run_dir.name, "seen enough")
+        _wait(lambda: driver.execute_script(LIVE_VIEW)[0] == "cancelled")
+        assert not driver.find_elements("id", "live-plot")
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)

@@ -242,6 +242,40 @@ def test_eta_extrapolates_the_rate_since_the_start(output: Path) -> None:
     serve(output)(scenario)
 
 
+def write_live(run_dir: Path, data: tuple[float, ...], done: int, eta: float | None) -> None:
+    """A ``live.json`` of two bins, as the lifecycle writes it while the run runs."""
+    from atlaspipe.model import LiveGroup, LiveHistogram
+
+    live = LiveHistogram(run_id=run_dir.name, bin_edges=(80.0, 85.0, 90.0), data=data, chunks_done=done,
+                         chunks_total=10, events_read=1000 * done, events_total=10_000, eta_seconds=eta,
+                         updated=STARTED.isoformat(),
+                         groups=(LiveGroup(id="signal", label="Signal", color="#00cdff", kind="signal",
+                                           values=(0.5, 0.25)),))
+    files.write_text(run_dir / "live.json", live.to_json())
+
+
+def test_a_running_runs_status_carries_its_live_histogram_and_eta(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run-busy"
+    write_status(run_dir, "running", 3, 10)
+    write_live(run_dir, (2.0, 1.0), 3, 12.5)
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        body = await (await client.get("/api/runs/run-busy/status")).json()
+        assert body["live"]["data"] == [2.0, 1.0] and body["live"]["groups"][0]["values"] == [0.5, 0.25]
+        # The rate chunks land at, not the time since submission (which would say 70 s).
+        assert (body["eta_seconds"], body["eta_text"]) == (12.5, "about 13 s left")
+        write_status(run_dir, "succeeded", 10, 10)
+        ended = await (await client.get("/api/runs/run-busy/status")).json()
+        assert ended["live"] is None and ended["eta_seconds"] is None
+        # A live.json that is not one is left out of the status, which still answers.
+        write_status(run_dir, "running", 3, 10)
+        files.write_text(run_dir / "live.json", '{"run_id": "run-busy"}')
+        broken = await client.get("/api/runs/run-busy/status")
+        assert broken.status == 200 and (await broken.json())["live"] is None
+
+    serve(tmp_path)(scenario)
+
+
 def test_eta_follows_the_fraction_done(tmp_path: Path) -> None:
     def eta(done: int, total: int, seconds_per_chunk: float, state: str = "running") -> float | None:
         status = write_status(tmp_path / "run", state, done, total, seconds_per_chunk=seconds_per_chunk)

@@ -71,6 +71,27 @@ def test_no_route_follows_a_symlink(output: Path) -> None:
     _scenario(output, check)
 
 
+def test_the_live_histogram_is_never_read_through_a_symlink(tmp_path: Path) -> None:
+    from atlaspipe.model import LiveHistogram
+
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(LiveHistogram(run_id="run-linked", bin_edges=(80.0, 85.0), groups=(), data=(4321.0,),
+                                     chunks_done=1, chunks_total=4, events_read=1, events_total=4,
+                                     updated="2025-01-02T03:05:05+00:00").to_json())
+    run = tmp_path / "output" / "run-linked"
+    write_status(run, "running", 1, 4)
+    (run / "live.json").symlink_to(outside)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        body = await (await client.get("/api/runs/run-linked/status")).json()
+        assert body["state"] == "running" and body["live"] is None
+        (run / "live.json").unlink()
+        (run / "live.json").write_bytes(outside.read_bytes())
+        assert (await (await client.get("/api/runs/run-linked/status")).json())["live"]["data"] == [4321.0]
+
+    _scenario(tmp_path / "output", check)
+
+
 def test_default_header_timeout_is_between_10_and_30_s() -> None:
     assert 10 <= HEADER_TIMEOUT_SECONDS <= 30
     assert runner_options() == {"keepalive_timeout": HEADER_TIMEOUT_SECONDS}

@@ -9,7 +9,8 @@ throttle) and moving the run's state (compare-and-set against the allowed states
 Keys, all under ``atlaspipe:run:<id>:`` and expiring after ``RECORD_TTL_SECONDS``: ``meta`` (hash:
 state, counters, request), ``plan`` (the plan without chunks), ``chunks`` (one field per chunk),
 ``results`` (one field per chunk, set-if-absent), ``deliveries:<generation>`` and ``inflight`` (per
-chunk), ``claim:<step>:<generation>``, ``aggregate:<generation>``, ``status-due``.
+chunk), ``claim:<step>:<generation>``, ``aggregate:<generation>``, ``status-due``, ``live`` (hash:
+``<sample>:<bin>`` → the m4l sum of the chunks stored so far, for ``live.json``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from atlaspipe.pipeline.lifecycle import (
     ChunkGate,
     ChunkStart,
     ChunkStored,
+    LiveSums,
     StatusChange,
+    live_bins,
     now_text,
 )
 
@@ -79,7 +82,12 @@ if stored == 1 then
     redis.call('HINCRBY', KEYS[1], 'events_read', ARGV[4])
   end
   redis.call('HSET', KEYS[1], 'last_chunk_at', ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'landed', 1)
   redis.call('EXPIRE', KEYS[2], ARGV[7])
+  for i = 9, #ARGV, 2 do
+    redis.call('HINCRBYFLOAT', KEYS[5], ARGV[8] .. ':' .. ARGV[i], ARGV[i + 1])
+  end
+  if #ARGV > 8 then redis.call('EXPIRE', KEYS[5], ARGV[7]) end
 end
 local done = redis.call('HLEN', KEYS[2])
 local total = tonumber(redis.call('HGET', KEYS[1], 'chunks_total') or '-1')
@@ -205,6 +213,9 @@ class RunRecords:
             fields += ["failures", json.dumps([f.to_jsonable() for f in change.failures])]
         if change.missing is not None:
             fields += ["missing", json.dumps({k: v.to_jsonable() for k, v in change.missing.items()})]
+        if target is RunState.RUNNING:
+            # Entering ``running`` (first launch or ``resume``) restarts the clock of the live ETA.
+            fields += ["running_since", f"{time.time():.6f}", "landed", 0]
         states = sorted(s.value for s in allowed)
         previous = self._transition(keys=[_key(run_id, "meta")],
                                     args=[target.value, now_text(), len(states), *states, *fields])
@@ -224,11 +235,13 @@ class RunRecords:
                                                       "events_total": plan.total_entries})
         pipe.execute()
 
-    def plan(self, run_id: str) -> RunPlan | None:
+    def plan(self, run_id: str, with_chunks: bool = True) -> RunPlan | None:
         raw = self.redis.get(_key(run_id, "plan"))
         if raw is None:
             return None
         described = RunPlan.from_json(raw, f"run {run_id} plan")
+        if not with_chunks:
+            return described
         chunks = sorted((Chunk.from_json(v) for v in self.redis.hvals(_key(run_id, "chunks"))),
                         key=lambda c: c.chunk_id)
         return described.model_copy(update={"chunks": tuple(chunks)})
@@ -242,11 +255,12 @@ class RunRecords:
         return ChunkStart(ChunkGate(gate.decode()), int(deliveries), run_dir.decode() or None)
 
     def store_chunk(self, run_id: str, result: ChunkResult) -> ChunkStored:
+        live = [part for index, value in live_bins(result).items() for part in (index, repr(value))]
         stored, done, total, due = self._store_chunk(
             keys=[_key(run_id, "meta"), _key(run_id, "results"), _key(run_id, "inflight"),
-                  _key(run_id, "status-due")],
-            args=[result.chunk_id, result.to_json(), int(result.ok), result.events_read, f"{time.time():.3f}",
-                  max(1, int(self.status_interval * 1000)), RECORD_TTL_SECONDS],
+                  _key(run_id, "status-due"), _key(run_id, "live")],
+            args=[result.chunk_id, result.to_json(), int(result.ok), result.events_read, f"{time.time():.6f}",
+                  max(1, int(self.status_interval * 1000)), RECORD_TTL_SECONDS, result.sample, *live],
         )
         return ChunkStored(counted=bool(stored), complete=int(total) >= 0 and int(done) >= int(total),
                            status_due=bool(due))
@@ -258,6 +272,18 @@ class RunRecords:
         """Every stored chunk result of a run, read in batches."""
         return {int(field): ChunkResult.from_json(value)
                 for field, value in self.redis.hscan_iter(_key(run_id, "results"), count=1000)}
+
+    def live_sums(self, run_id: str) -> LiveSums:
+        pipe = self.redis.pipeline()
+        pipe.hgetall(_key(run_id, "live"))
+        pipe.hmget(_key(run_id, "meta"), "landed", "running_since", "last_chunk_at")
+        raw, (landed, since, last) = pipe.execute()
+        bins: dict[str, dict[int, float]] = {}
+        for field, value in raw.items():
+            sample, _, index = field.decode().rpartition(":")
+            bins.setdefault(sample, {})[int(index)] = float(value)
+        return LiveSums(bins=bins, landed=int(landed or 0), running_since=float(since) if since else None,
+                        last_landed=float(last) if last else None)
 
     def complete(self, run_id: str) -> bool:
         pipe = self.redis.pipeline()
