@@ -144,14 +144,22 @@ def fit_input(results: RunResults, lepton_channel: str | None = None) -> FitInpu
     def m4l(summary: Any) -> Any:
         return summary.m4l if lepton_channel is None else summary.channels[lepton_channel]
 
+    def values_and_w2(summary: Any) -> tuple[FloatArray, FloatArray]:
+        return (np.asarray(m4l(summary).values, dtype=np.float64),
+                np.asarray(m4l(summary).variances, dtype=np.float64))
+
+    # The signal is summed in the samples' order and the backgrounds in sorted order, as always:
+    # another order changes the last bit of a sum, and so the combined fit's workspace.json.
     signal, signal_w2 = np.zeros(nbins), np.zeros(nbins)
+    for name, sample in results.samples.items():
+        if sample_kind(results, name) == "signal":
+            values, w2 = values_and_w2(sample)
+            signal, signal_w2 = signal + values, signal_w2 + w2
     backgrounds: dict[str, tuple[FloatArray, FloatArray]] = {}
     for name, sample in sorted(results.samples.items()):
-        values, w2 = (np.asarray(m4l(sample).values, dtype=np.float64),
-                      np.asarray(m4l(sample).variances, dtype=np.float64))
-        if sample_kind(results, name) == "signal":
-            signal, signal_w2 = signal + values, signal_w2 + w2
+        if sample_kind(results, name) != "background":
             continue
+        values, w2 = values_and_w2(sample)
         group = sample.group or "other"
         group_values, group_w2 = backgrounds.get(group, (np.zeros(nbins), np.zeros(nbins)))
         backgrounds[group] = (group_values + values, group_w2 + w2)
@@ -174,10 +182,12 @@ def fit_input(results: RunResults, lepton_channel: str | None = None) -> FitInpu
 
 
 def fit_inputs(results: RunResults, channels: FitChannels = "combined") -> tuple[FitInput, ...]:
-    """The inputs of each channel of the fit: the summed m4l, or one per lepton channel."""
+    """The inputs of each channel of the fit: the summed m4l, or one per lepton channel that expects
+    any event (pyhf cannot build a channel without bins)."""
     if channels == "combined":
         return (fit_input(results),)
-    return tuple(fit_input(results, lepton_channel) for lepton_channel in results.channels)
+    per_channel = (fit_input(results, lepton_channel) for lepton_channel in results.channels)
+    return tuple(channel for channel in per_channel if channel.bins_used)
 
 
 def staterror_name(channel: str) -> str:
