@@ -186,7 +186,7 @@ def test_likelihood_scan_is_pyhfs_profile_of_the_workspace(embedded_run: RunOutc
     poi = model.config.poi_index
     assert len(fit.scan.mu) >= 7 and min(fit.scan.mu) < fit.mu - fit.mu_uncertainty_down
     assert max(fit.scan.mu) > fit.mu + fit.mu_uncertainty_up
-    np.testing.assert_allclose(fit.scan.twice_delta_nll, independent, atol=2e-3)
+    np.testing.assert_allclose(fit.scan.twice_delta_nll, independent, atol=1e-3)
     lowest = fit.scan.mu[int(np.argmin(fit.scan.twice_delta_nll))]
     assert lowest == fit.mu == pytest.approx(float(best[poi, 0]), abs=1e-4)
     crossings = [independent[fit.scan.mu.index(fit.mu - fit.mu_uncertainty_down)],
