@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
-from atlaspipe.config import AnalysisSettings, RuntimeSettings
+from atlaspipe.config import AnalysisSettings, FitChannels, RuntimeSettings
 from atlaspipe.errors import AtlaspipeError
 from atlaspipe.fileset import Fileset, FilesetEntry
 from atlaspipe.model import FitResult, RunRequest, RunResults, RunState, RunStatus
@@ -79,10 +79,11 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     fetch: bool = False, allow_partial: bool = False, keep_records: bool = False,
-    fileset: Fileset | str | Path | None = None,
+    fileset: Fileset | str | Path | None = None, fit_channels: FitChannels | None = None,
 ) -> RunRequest:
     """A new run of ``inputs`` (files, folders or URLs; none: the embedded sample) or of a ``fileset``
-    (a mapping or a JSON/TOML file, see ``atlaspipe.fileset``) with a fresh id."""
+    (a mapping or a JSON/TOML file, see ``atlaspipe.fileset``) with a fresh id; ``fit_channels``
+    overrides the fit's channels of ``settings`` (``"combined"`` or ``"simultaneous"``)."""
     from atlaspipe.pipeline.lifecycle import now_text
     from atlaspipe.pipeline.planning import new_run_id
 
@@ -93,7 +94,7 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
         run_id=new_run_id(), release=cast(Literal["2020", "2025e"] | None, release),
         inputs=tuple(str(i) if "://" in str(i) else str(Path(i).absolute()) for i in inputs),
         samples=tuple(samples), fileset=_fileset(fileset), base_url=base_url, fetch=fetch,
-        config=settings or AnalysisSettings(),
+        config=(settings or AnalysisSettings()).with_fit_channels(fit_channels),
         output_dir=str(folder.absolute()), allow_partial=allow_partial, keep_records=keep_records,
         submitted_by=f"{getpass.getuser()}@{socket.gethostname()}", created=now_text(),
     )
@@ -115,13 +116,14 @@ def run(  # noqa: PLR0913 - the public API: keyword-only, one per option of `atl
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     fetch: bool = False, allow_partial: bool = False, on_progress: ProgressCallback | None = None,
-    fileset: Fileset | str | Path | None = None,
+    fileset: Fileset | str | Path | None = None, fit_channels: FitChannels | None = None,
 ) -> RunOutcome:
     """Analyse ``inputs`` in this process, no broker; the outcome once every output is written."""
     from atlaspipe.pipeline.inprocess import InProcessExecutor
 
     request = make_request(inputs, release=release, samples=samples, settings=settings, output=output,
-                           base_url=base_url, fetch=fetch, allow_partial=allow_partial, fileset=fileset)
+                           base_url=base_url, fetch=fetch, allow_partial=allow_partial, fileset=fileset,
+                           fit_channels=fit_channels)
     return RunOutcome.of(InProcessExecutor(on_progress=on_progress).run(request))
 
 
@@ -158,6 +160,7 @@ def submit(  # noqa: PLR0913 - the public API: keyword-only, one per option of `
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     allow_partial: bool = False, keep_records: bool = False, broker_url: str | None = None,
     backend_url: str | None = None, fileset: Fileset | str | Path | None = None,
+    fit_channels: FitChannels | None = None,
 ) -> RunHandle:
     """Send a run to the Celery workers (``output`` as the workers see it); a handle to follow it."""
     from atlaspipe.pipeline.celery.client import CeleryClient
@@ -166,6 +169,6 @@ def submit(  # noqa: PLR0913 - the public API: keyword-only, one per option of `
     broker, backend = broker_url or runtime.broker_url, backend_url or runtime.result_backend
     request = make_request(inputs, release=release, samples=samples, settings=settings, output=output,
                            base_url=base_url, allow_partial=allow_partial, keep_records=keep_records,
-                           fileset=fileset)
+                           fileset=fileset, fit_channels=fit_channels)
     CeleryClient(broker, backend).submit(request)
     return RunHandle(run_id=request.run_id, run_dir=request.run_dir, broker_url=broker, backend_url=backend)

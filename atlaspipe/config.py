@@ -28,15 +28,21 @@ well under 400 MB, and still 20+ chunks for 2 workers on the 10M-event benchmark
 
 
 NonFinitePolicy = Literal["exclude", "error"]
+FitChannels = Literal["combined", "simultaneous"]
+"""The fit's channels: one over the m4l of the three lepton channels summed (``combined``), or one per
+lepton channel (4e, 4μ, 2e2μ) fitted together with a shared μ and background normalisations
+(``simultaneous``)."""
+FIT_CHANNELS: tuple[FitChannels, ...] = ("combined", "simultaneous")
 
 
 class FitConfig(BaseModel):
-    """Uncertainties of the pyhf profile-likelihood fit."""
+    """Uncertainties and channels of the pyhf profile-likelihood fit."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     background_norm_uncertainty: float = Field(0.10, ge=0.0, lt=1.0)
     staterror: bool = True
+    channels: FitChannels = "combined"
 
 
 class AnalysisSettings(BaseModel):
@@ -61,6 +67,16 @@ class AnalysisSettings(BaseModel):
     non_finite: NonFinitePolicy = "exclude"
     """An event with a NaN or infinite lepton pT, η, φ, E or weight: left out and counted per
     sample (``exclude``), or its chunk fails naming the file, branch and entry (``error``)."""
+
+    def with_fit_channels(self, channels: str | None) -> AnalysisSettings:
+        """These settings with the fit's ``channels`` (``FitChannels``) replaced; None keeps them."""
+        if channels is None:
+            return self
+        try:
+            fit = FitConfig(**{**self.fit.model_dump(), "channels": channels})
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, "fit configuration")) from None
+        return self.model_copy(update={"fit": fit})
 
     def resolve(self, release: str) -> AnalysisConfig:
         """The complete configuration of a run of ``release``: these settings over its defaults."""

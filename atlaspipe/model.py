@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from atlaspipe.config import AnalysisConfig, AnalysisSettings
+from atlaspipe.config import AnalysisConfig, AnalysisSettings, FitChannels
 from atlaspipe.errors import ConfigError, SchemaError
 from atlaspipe.fileset import FilesetEntry, fileset_locations
 from atlaspipe.physics.selection import CHANNELS
@@ -564,6 +564,13 @@ class Significance(Document):
     asimov: float | None
 
 
+class LikelihoodScan(Document):
+    """The profile likelihood of μ at a few points around μ̂: −2ΔlnL with every other parameter refitted."""
+
+    mu: tuple[float, ...]
+    twice_delta_nll: tuple[float, ...]
+
+
 class FitResult(Document):
     """The binned profile-likelihood fit of the signal strength; values are None when it could not run."""
 
@@ -577,8 +584,13 @@ class FitResult(Document):
     p_value_expected: float | None = None
     twice_nll: float | None = None
     parameters: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    parameter_uncertainties: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    """The post-fit (HESSE) uncertainty of each parameter MINUIT fitted."""
+    scan: LikelihoodScan | None = None
     background_norm_uncertainty: float
     staterror: bool
+    channels: FitChannels = "combined"
+    """``simultaneous``: one pyhf channel per lepton channel, sharing μ; ``combined``: one over their sum."""
     mu_upper: float
     mu_bounds: tuple[float, float] | None = None
     converged: bool = False

@@ -63,6 +63,15 @@ def run_reporting_errors(prog: str, command: Callable[[], int], interrupted: str
         return 130
 
 
+def add_fit_channels_option(parser: argparse.ArgumentParser) -> None:
+    """``--fit-channels``, shared by ``run`` and ``submit``."""
+    from atlaspipe.config import FIT_CHANNELS
+
+    parser.add_argument("--fit-channels", choices=FIT_CHANNELS,
+                        help="fit the m4l summed over the lepton channels (combined, the default) or the 4e, "
+                        "4mu and 2e2mu m4l simultaneously with one mu (simultaneous; slower)")
+
+
 def add_fileset_option(parser: argparse.ArgumentParser) -> None:
     """``--fileset``, shared by ``run`` and ``submit``."""
     parser.add_argument("--fileset", type=Path, metavar="FILE",

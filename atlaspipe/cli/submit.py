@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from atlaspipe.api import make_request
-from atlaspipe.cli.common import add_fileset_option, warn_password_in_argv
+from atlaspipe.cli.common import add_fileset_option, add_fit_channels_option, warn_password_in_argv
 from atlaspipe.cli.progress import Progress
 from atlaspipe.config import RuntimeSettings, analysis_settings, load_settings
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
@@ -44,6 +44,7 @@ def configure_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--non-finite", choices=("exclude", "error"),
                         help="events with a NaN/inf lepton kinematic or weight: leave out and count them "
                         "(default) or fail their chunk")
+    add_fit_channels_option(parser)
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish even if some inputs fail; outputs are marked PARTIAL")
     parser.add_argument("--keep-records", action="store_true",
@@ -126,7 +127,8 @@ def _request(args: argparse.Namespace) -> RunRequest:
     settings = load_settings(args.config, **overrides) if args.config else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, allow_partial=bool(args.allow_partial),
-                        keep_records=bool(args.keep_records), fileset=args.fileset)
+                        keep_records=bool(args.keep_records), fileset=args.fileset,
+                        fit_channels=args.fit_channels)
 
 
 def submit(args: argparse.Namespace) -> int:

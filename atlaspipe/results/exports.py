@@ -104,8 +104,8 @@ def read_uhi_json(path: Path) -> dict[str, WeightedHist]:
 
 def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
     """Write ``workspace.json`` (when the run has a fit), ``histograms.root``, ``histograms.json`` and
-    the pre-/post-fit figure into ``run_dir``; the written files by output kind, for results.json's
-    ``outputs``."""
+    the fit's figures (pre-/post-fit, pulls, likelihood scan) into ``run_dir``; the written files by
+    output kind, for results.json's ``outputs``."""
     written: dict[str, str] = {}
     spec = run_workspace(results)
     if spec is not None:
@@ -115,8 +115,8 @@ def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
     write_root(histograms, run_dir / HISTOGRAMS_ROOT)
     files.write_text(run_dir / HISTOGRAMS_JSON, uhi_json(histograms))
     written.update(histograms_root=HISTOGRAMS_ROOT, histograms_json=HISTOGRAMS_JSON)
-    from atlaspipe.results.fitplots import draw_prefit_postfit
+    from atlaspipe.results.fitplots import draw_fit_figures
 
-    written.update(draw_prefit_postfit(results, run_dir))
+    written.update(draw_fit_figures(results, run_dir))
     return written
 

@@ -73,7 +73,7 @@ def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance | None
     return statistics.summarise(
         results, config.mass_window_gev,
         statistics.FitOptions(background_norm_uncertainty=config.fit.background_norm_uncertainty,
-                              staterror=config.fit.staterror),
+                              staterror=config.fit.staterror, channels=config.fit.channels),
     )
 
 

@@ -384,10 +384,23 @@ def _fit_html(results: RunResults) -> str:
                                   f"(p₀ = {_num(fit.p_value_expected, '.3g')})"),
         ("Background normalisation unc.", _num(fit.background_norm_uncertainty, ".0%")),
         ("MC statistics (staterror)", _e(fit.staterror)),
+        ("Channels", "4e, 4μ and 2e2μ simultaneously, one μ" if fit.channels == "simultaneous"
+         else "m4l of the lepton channels summed"),
         ("Bins used", f"{fit.bins_used} of {fit.bins_total}"),
         ("Converged", _e(fit.converged)),
         ("Method", _e(fit.method)),
-    ], "fit")
+    ], "fit") + _fit_figures_html(results)
+
+
+FIT_FIGURES = {"fit_scan": "profile likelihood scan of μ, 1σ interval marked",
+               "fit_pulls": "nuisance parameters after the fit: pull ± constraint"}
+
+
+def _fit_figures_html(results: RunResults) -> str:
+    shown = [(stem, results.outputs[f"{stem}_png"]) for stem in FIT_FIGURES if f"{stem}_png" in results.outputs]
+    figures = "".join(f'<figure><img src="{_e(png)}" alt="{_e(stem)}" id="plot-{_e(stem)}">'
+                      f"<figcaption>{_e(FIT_FIGURES[stem])}</figcaption></figure>" for stem, png in shown)
+    return f'<div class="plots">{figures}</div>' if figures else ""
 
 
 def _failures_html(failures: Sequence[Failure], total: int) -> str:

@@ -80,8 +80,9 @@ def _statistics_lines(results: RunResults) -> list[str]:
             f"Z expected = {_number(fit.significance_expected, 2)}"
         )
     elif fit is not None and fit.mu is not None:
+        channels = " (4e, 4μ, 2e2μ simultaneously)" if fit.channels == "simultaneous" else ""
         lines.append(
-            f"fit: μ = {_number(fit.mu)} ± {_number(fit.mu_uncertainty)}, "
+            f"fit{channels}: μ = {_number(fit.mu)} ± {_number(fit.mu_uncertainty)}, "
             f"Z observed = {_number(fit.significance_observed, 2)}, "
             f"expected = {_number(fit.significance_expected, 2)}"
         )

@@ -59,6 +59,24 @@ def test_submit_has_its_former_options_and_the_alias_entry_point_stays() -> None
     assert tree.parse_args(["resume", "r1", "--force"]).force
 
 
+def test_fit_channels_reach_the_request_of_run_and_submit(tmp_path: Path) -> None:
+    from atlaspipe.cli import run, submit
+
+    tree = cli.build_parser()
+    config = tmp_path / "analysis.toml"
+    config.write_text('[analysis.fit]\nchannels = "simultaneous"\nstaterror = false\n')
+    for build, command in ((run.build_request, "run"), (submit._request, "submit")):
+        assert build(tree.parse_args([command])).config.fit.channels == "combined"
+        chosen = build(tree.parse_args([command, "--fit-channels", "simultaneous"]))
+        assert chosen.config.fit.channels == "simultaneous"
+        # The flag wins over the config file, and keeps the file's other fit settings.
+        flag = build(tree.parse_args([command, "--config", str(config), "--fit-channels", "combined"]))
+        assert (flag.config.fit.channels, flag.config.fit.staterror) == ("combined", False)
+        assert build(tree.parse_args([command, "--config", str(config)])).config.fit.channels == "simultaneous"
+    with pytest.raises(SystemExit):
+        tree.parse_args(["run", "--fit-channels", "per-lepton"])
+
+
 @pytest.mark.parametrize(("argv", "usage"), [
     (["--help"], "usage: atlaspipe submit"),
     (["status", "--help"], "usage: atlaspipe status"),

@@ -13,7 +13,7 @@ import pytest
 from atlaspipe.api import RunOutcome
 from atlaspipe.model import Histogram, RunResults
 from atlaspipe.results.exports import read_uhi_json
-from atlaspipe.results.statistics import build_spec, fit_input
+from atlaspipe.results.statistics import build_spec, fit_inputs
 
 DOCS_API = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -34,6 +34,24 @@ def embedded_run(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
     outcome = namespace["outcome"]
     assert isinstance(outcome, RunOutcome)
     assert outcome.ok, outcome.status.message
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def simultaneous_run(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
+    """The embedded sample fitted in its 4e, 4μ and 2e2μ channels at once, chosen through the API."""
+    import atlaspipe
+
+    outcome = atlaspipe.run(output=tmp_path_factory.mktemp("simultaneous"), fit_channels="simultaneous")
+    assert outcome.ok, outcome.status.message
+    return outcome
+
+
+@pytest.fixture(params=["combined", "simultaneous"])
+def fitted_run(request: pytest.FixtureRequest) -> RunOutcome:
+    """Each fit option's run."""
+    outcome: RunOutcome = request.getfixturevalue("embedded_run" if request.param == "combined"
+                                                  else "simultaneous_run")
     return outcome
 
 
@@ -69,16 +87,18 @@ def _workspace(outcome: RunOutcome) -> dict[str, object]:
     return loaded
 
 
-def test_workspace_is_a_valid_pyhf_workspace_of_the_fit_model(embedded_run: RunOutcome) -> None:
+def test_workspace_is_a_valid_pyhf_workspace_of_the_fit_model(fitted_run: RunOutcome) -> None:
     import pyhf
 
-    results = _results(embedded_run)
+    results = _results(fitted_run)
     assert results.outputs["workspace_json"] == "workspace.json"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        workspace = pyhf.Workspace(_workspace(embedded_run))  # validates against pyhf's schema
+        workspace = pyhf.Workspace(_workspace(fitted_run))  # validates against pyhf's schema
         model = workspace.model()
     assert results.fit is not None
+    assert sorted(model.config.channels) == sorted(
+        ["m4l"] if results.fit.channels == "combined" else ["m4l_4e", "m4l_4mu", "m4l_2e2mu"])
     assert model.config.poi_name == "mu"
     assert model.config.suggested_bounds()[model.config.poi_index] == pytest.approx(results.fit.mu_bounds)
     # The observations are the data histogram's bins that the fit kept, counted in results.json.
@@ -88,18 +108,18 @@ def test_workspace_is_a_valid_pyhf_workspace_of_the_fit_model(embedded_run: RunO
     assert sum(results.data.m4l.values) - sum(data) == results.fit.data_outside_model
     # Its nuisance parameters are the ones the fit reported.
     assert set(model.config.par_order) == set(results.fit.parameters)
-    signal = next(s for s in workspace["channels"][0]["samples"] if s["name"] == "signal")
-    assert sum(signal["data"]) == pytest.approx(results.fit.n_signal, rel=1e-12)
+    signal = sum(sum(s["data"]) for c in workspace["channels"] for s in c["samples"] if s["name"] == "signal")
+    assert signal == pytest.approx(results.fit.n_signal, rel=1e-12)
 
 
-def test_pyhf_fit_of_the_workspace_gives_the_run_mu(embedded_run: RunOutcome) -> None:
+def test_pyhf_fit_of_the_workspace_gives_the_run_mu(fitted_run: RunOutcome) -> None:
     import pyhf
 
-    results = _results(embedded_run)
+    results = _results(fitted_run)
     assert results.fit is not None and results.fit.mu is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        workspace = pyhf.Workspace(_workspace(embedded_run))
+        workspace = pyhf.Workspace(_workspace(fitted_run))
         model = workspace.model()
         # A tight tolerance: pyhf's defaults stop ~3e-4 short of the minimum on this flat likelihood.
         pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-7))
@@ -123,13 +143,79 @@ def test_cabinetry_loads_and_fits_the_workspace(embedded_run: RunOutcome) -> Non
     assert model.config.channels == ["m4l"]
 
 
-def test_workspace_channel_is_the_model_the_fit_builds(embedded_run: RunOutcome) -> None:
+def test_workspace_channel_is_the_model_the_fit_builds(fitted_run: RunOutcome) -> None:
     from atlaspipe.results.statistics import fit_options
 
-    results = _results(embedded_run)
+    results = _results(fitted_run)
     assert results.fit is not None
-    expected = build_spec(fit_input(results), fit_options(results.fit))
-    assert _workspace(embedded_run)["channels"] == json.loads(json.dumps(expected["channels"]))
+    expected = build_spec(fit_inputs(results, results.fit.channels), fit_options(results.fit))
+    assert _workspace(fitted_run)["channels"] == json.loads(json.dumps(expected["channels"]))
+
+
+def _minuit(tolerance: float) -> object:
+    import pyhf
+
+    return pyhf.optimize.minuit_optimizer(tolerance=tolerance)
+
+
+def test_likelihood_scan_is_pyhfs_profile_of_the_workspace(embedded_run: RunOutcome) -> None:
+    """Each scan point is −2ΔlnL of pyhf's own fixed-μ fit of workspace.json, started cold; its minimum
+    is pyhf's μ̂; pyhf's profile is 1 at the 1σ crossings the plot marks (scan points themselves), and
+    their half-distance is pyhf's (HESSE) uncertainty on μ."""
+    import pyhf
+
+    fit = _results(embedded_run).fit
+    assert fit is not None and fit.scan is not None and fit.mu is not None
+    assert fit.mu_uncertainty_up is not None and fit.mu_uncertainty_down is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workspace = pyhf.Workspace(_workspace(embedded_run))
+        model = workspace.model()
+        data = workspace.data(model)
+        pyhf.set_backend("numpy", _minuit(1e-7))
+        try:
+            best, twice_nll_min = pyhf.infer.mle.fit(data, model, return_uncertainties=True, return_fitted_val=True)
+
+            def twice_delta(mu: float) -> float:
+                _, twice_nll = pyhf.infer.mle.fixed_poi_fit(mu, data, model, return_fitted_val=True)
+                return float(twice_nll - twice_nll_min)
+
+            independent = [twice_delta(mu) if mu != fit.mu else 0.0 for mu in fit.scan.mu]
+        finally:
+            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    poi = model.config.poi_index
+    assert len(fit.scan.mu) >= 7 and min(fit.scan.mu) < fit.mu - fit.mu_uncertainty_down
+    assert max(fit.scan.mu) > fit.mu + fit.mu_uncertainty_up
+    np.testing.assert_allclose(fit.scan.twice_delta_nll, independent, atol=1e-3)
+    lowest = fit.scan.mu[int(np.argmin(fit.scan.twice_delta_nll))]
+    assert lowest == fit.mu == pytest.approx(float(best[poi, 0]), abs=1e-4)
+    crossings = [independent[fit.scan.mu.index(fit.mu - fit.mu_uncertainty_down)],
+                 independent[fit.scan.mu.index(fit.mu + fit.mu_uncertainty_up)]]
+    assert crossings == pytest.approx([1.0, 1.0], abs=2e-3)
+    assert (fit.mu_uncertainty_up + fit.mu_uncertainty_down) / 2 == pytest.approx(float(best[poi, 1]), rel=0.03)
+
+
+def test_pulls_are_cabinetrys_for_the_workspace(embedded_run: RunOutcome) -> None:
+    """The pulls plot's numbers, (θ̂ − θ₀)/Δθ ± σ̂/Δθ, as cabinetry computes them from its own fit of
+    workspace.json: nominal values and prior widths from cabinetry, θ̂ and σ̂ from its MINUIT fit."""
+    cabinetry = pytest.importorskip("cabinetry", reason="cabinetry is not installed (pip install cabinetry)")
+    from atlaspipe.results.fitplots import fit_pulls
+
+    pulls = {p.parameter: p for p in fit_pulls(_results(embedded_run))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = cabinetry.workspace.load(embedded_run.run_dir / "workspace.json")
+        model, data = cabinetry.model_utils.model_and_data(spec)
+        fitted = cabinetry.fit.fit(model, data, tolerance=1e-7)
+    prior = cabinetry.model_utils.prefit_uncertainties(model)
+    nominal = cabinetry.model_utils.asimov_parameters(model)
+    constrained = [i for i, width in enumerate(prior) if width > 0.0]
+    assert set(pulls) == {fitted.labels[i] for i in constrained}
+    assert {"norm_background_zz", "norm_background_z_tt", "mc_stat[0]"} <= set(pulls)
+    for i in constrained:
+        pull = pulls[fitted.labels[i]]
+        assert pull.pull == pytest.approx((fitted.bestfit[i] - nominal[i]) / prior[i], abs=5e-3), pull
+        assert pull.constraint == pytest.approx(fitted.uncertainty[i] / prior[i], rel=2e-2), pull
 
 
 def _flow(histogram: Histogram) -> np.ndarray:
@@ -190,18 +276,23 @@ def test_report_shows_the_cutflow_and_links_the_exports(embedded_run: RunOutcome
     assert [int(cell.split(">")[1].split("<")[0]) for cell in row.split("<td")[1:]] == [r[0] for r in llll.raw]
     assert '<a href="workspace.json">' in html and '<a href="histograms.json">' in html
     assert 'id="plot-m4l_prefit_postfit"' in html
+    assert 'id="plot-fit_pulls"' in html and 'id="plot-fit_scan"' in html
+    assert embedded_run.outputs["fit_pulls_png"].is_file() and embedded_run.outputs["fit_scan_png"].is_file()
 
 
-def test_prefit_and_postfit_expectations_follow_the_fit(embedded_run: RunOutcome) -> None:
+def test_prefit_and_postfit_expectations_follow_the_fit(fitted_run: RunOutcome) -> None:
     from atlaspipe.results.fitplots import fit_expectations
 
-    results = _results(embedded_run)
+    results = _results(fitted_run)
     assert results.fit is not None and results.fit.mu is not None
-    assert embedded_run.outputs["m4l_prefit_postfit_png"].stat().st_size > 10_000
+    assert fitted_run.outputs["m4l_prefit_postfit_png"].stat().st_size > 10_000
     expected = fit_expectations(results)
     assert expected is not None
-    spec = _workspace(embedded_run)
-    nominal = {s["name"]: sum(s["data"]) for s in spec["channels"][0]["samples"]}  # type: ignore[index]
+    spec = _workspace(fitted_run)
+    nominal: dict[str, float] = {}
+    for channel in spec["channels"]:  # type: ignore[attr-defined]
+        for sample in channel["samples"]:
+            nominal[sample["name"]] = nominal.get(sample["name"], 0.0) + sum(sample["data"])
     for index, sample in enumerate(expected.samples):
         assert expected.prefit[index].sum() == pytest.approx(nominal[sample], rel=1e-9), sample
     signal = expected.samples.index("signal")

@@ -146,7 +146,7 @@ def test_fit_on_asimov_data_returns_mu_one_and_expected_significance() -> None:
 
 def test_staterror_and_normsys_follow_the_options() -> None:
     inputs = fit_input(make_results())
-    spec = build_spec(inputs, FitOptions(background_norm_uncertainty=0.2, staterror=True))
+    spec = build_spec((inputs,), FitOptions(background_norm_uncertainty=0.2, staterror=True))
     samples = spec["channels"][0]["samples"]
     assert [s["name"] for s in samples] == ["signal", "background_z_tt", "background_zz"]
     zz = samples[2]["modifiers"]
@@ -154,7 +154,7 @@ def test_staterror_and_normsys_follow_the_options() -> None:
             "data": {"hi": 1.2, "lo": 0.8}} in zz
     stat = next(m for m in zz if m["type"] == "staterror")
     assert stat["data"] == pytest.approx(np.sqrt(inputs.backgrounds["background_zz"][1]).tolist())
-    bare = build_spec(inputs, NO_SYST)
+    bare = build_spec((inputs,), NO_SYST)
     assert all(m["type"] == "normfactor" for s in bare["channels"][0]["samples"]
                for m in s["modifiers"])
     with pytest.raises(ConfigError):
