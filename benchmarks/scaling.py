@@ -70,6 +70,9 @@ EVENTS_PER_SECOND_PER_WORKER = 1.45e6
 files (benchmarks/RESULTS.md, "Serial loop": 1.45 M ev/s in one process, reading with ISA-L)."""
 EFFICIENT = 0.9
 """A worker count is efficient while throughput stays at or above this share of ideal scaling."""
+SATURATED_WORKERS = 100
+DEFAULT_CHUNK_EVENTS = 500_000
+"""atlaspipe.config.DEFAULT_CHUNK_SIZE, as of this benchmark (chunks are cut at 500k-entry clusters)."""
 BROKER_COUNTERS = ("received", "routed", "confirmed", "delivered", "acknowledged")
 _COUNTERS_ERL = (
     "M = rabbit_global_counters:overview(), P = maps:get([{protocol,amqp091}], M), "
@@ -404,6 +407,9 @@ class Point:
     """Cores used by the broker (1.0 = one core busy) during the window."""
     redis_cpu: float
     generator_cpu: float
+    redis_commands_per_chunk: float
+    """As ``INFO commandstats`` counts them, to compare with the real chunk's; per three EVALSHA (a
+    chunk runs three scripts), since the acks counted at the window's edges miss the chunks in flight."""
     queued: int
     """Messages waiting at the end of the window: 0 would mean the producers, not the workers, set the pace."""
     load: str
@@ -457,10 +463,13 @@ def run_point(node: Node, cost: ChunkCost, vhost: str, workers: int, work_ms: fl
     time.sleep(1.5)  # warm-up: the queue full, every worker past its first chunk
     pids = [c.pid or 0 for c in [*children, *producers]]
     begin_cpu = (cpu_seconds([node.rabbit.pid]), cpu_seconds([node.redis.pid]), cpu_seconds(pids))
+    begin_commands = node.redis_commands()
     begin_done, begin = sum(shared[:-1]), time.perf_counter()
     window[0], window[1] = begin, begin + seconds
     time.sleep(seconds)
     end_done, end = sum(shared[:-1]), time.perf_counter()
+    commands = node.redis_commands() - begin_commands
+    commands.pop("info", None)
     end_cpu = (cpu_seconds([node.rabbit.pid]), cpu_seconds([node.redis.pid]), cpu_seconds(pids))
     load = load_average()
     with amqp_connect(vhost) as connection:
@@ -482,7 +491,8 @@ def run_point(node: Node, cost: ChunkCost, vhost: str, workers: int, work_ms: fl
     return Point(workers, work_ms, (end_done - begin_done) / elapsed, 1e3 * statistics.fmean(overheads),
                  1e3 * statistics.median(overheads), 1e3 * overheads[int(0.95 * (len(overheads) - 1))],
                  (end_cpu[0] - begin_cpu[0]) / elapsed, (end_cpu[1] - begin_cpu[1]) / elapsed,
-                 (end_cpu[2] - begin_cpu[2]) / elapsed, queued, load)
+                 (end_cpu[2] - begin_cpu[2]) / elapsed, commands.total() / max(1.0, commands["evalsha"] / 3),
+                 queued, load)
 
 
 # --------------------------------------------------------------------------- analysis and report
@@ -500,18 +510,23 @@ def ideal_rate(points: Sequence[Point], point: Point) -> float:
     return point.workers / ((point.work_ms + one.overhead_ms_mean) / 1e3)
 
 
-def efficient_points(points: Sequence[Point]) -> dict[float, tuple[int, float]]:
-    """Per work time: the largest worker count still ≥ EFFICIENT of ideal scaling, and its chunks/s."""
-    found: dict[float, tuple[int, float]] = {}
-    for work in sorted({p.work_ms for p in points} - {0.0}):
-        best = (0, 0.0)
-        for p in sorted((p for p in points if p.work_ms == work), key=lambda p: p.workers):
-            if p.chunks_per_s >= EFFICIENT * ideal_rate(points, p):
-                best = (p.workers, p.chunks_per_s)
-            else:
-                break
-        found[work] = best
-    return found
+def efficient_counts(points: Sequence[Point]) -> dict[float, list[int]]:
+    """Per work time: every worker count measured at ≥ EFFICIENT of ideal scaling."""
+    return {work: [p.workers for p in sorted(points, key=lambda p: p.workers)
+                   if p.work_ms == work and p.chunks_per_s >= EFFICIENT * ideal_rate(points, p)]
+            for work in sorted({p.work_ms for p in points} - {0.0})}
+
+
+def knee(points: Sequence[Point]) -> float:
+    """Where throughput stops growing: the median chunks/s of the no-op points with ≥ SATURATED_WORKERS
+    workers (each of them waits longer for its next message than a lone worker's whole chunk takes)."""
+    plateau = [p.chunks_per_s for p in points if p.work_ms == 0 and p.workers >= SATURATED_WORKERS]
+    return statistics.median(plateau) if plateau else math.nan
+
+
+def chunk_seconds(workers: int, capacity: float) -> float:
+    """The chunk duration that keeps ``workers`` asking for no more than EFFICIENT of ``capacity`` chunks/s."""
+    return workers / (EFFICIENT * capacity)
 
 
 def cost_table(cost: ChunkCost) -> str:
@@ -530,7 +545,8 @@ def cost_table(cost: ChunkCost) -> str:
 def point_table(points: Sequence[Point]) -> str:
     lines = ["| workers | work ms | chunks/s | ideal chunks/s | efficiency | overhead ms median (p95) | "
              "RabbitMQ cores | Redis cores | generator cores | RabbitMQ ms CPU/chunk | Redis ms CPU/chunk | "
-             "queued | load 1/5/15 |", "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "Redis commands/chunk | queued | load 1/5/15 |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for p in points:
         ideal = ideal_rate(points, p)
         efficiency = p.chunks_per_s / ideal
@@ -540,7 +556,7 @@ def point_table(points: Sequence[Point]) -> str:
                      f"{'–' if math.isnan(efficiency) else f'{efficiency:.0%}'} | "
                      f"{p.overhead_ms_median:.2f} ({p.overhead_ms_p95:.2f}) | {p.rabbit_cpu:.2f} | "
                      f"{p.redis_cpu:.2f} | {p.generator_cpu:.2f} | {1e3 * p.rabbit_cpu / per:.3f} | "
-                     f"{1e3 * p.redis_cpu / per:.3f} | {p.queued} | {p.load} |")
+                     f"{1e3 * p.redis_cpu / per:.3f} | {p.redis_commands_per_chunk:.1f} | {p.queued} | {p.load} |")
     return "\n".join(lines)
 
 
@@ -574,18 +590,33 @@ def summary(points: Sequence[Point]) -> str:
                      f"(+{rabbit_idle:.2f} cores at rest), Redis {redis_ms:.3f} ms (+{redis_idle:.2f}). "
                      f"The fits reach one core at: RabbitMQ ≈ {saturation_rate(points, 'rabbit'):,.0f} chunks/s, "
                      f"Redis (one thread, its hard limit) ≈ {saturation_rate(points, 'redis'):,.0f} chunks/s.")
-    knee = 0.0
-    for work, (workers, rate) in efficient_points(points).items():
-        knee = max(knee, rate)
-        lines.append(f"- {work:g} ms chunks: " + (f"up to **{workers} workers** stay ≥ {EFFICIENT:.0%} of ideal "
-                                                  f"({rate:,.0f} chunks/s)." if workers else
-                                                  f"no worker count measured stays ≥ {EFFICIENT:.0%} of ideal."))
-    if knee:
-        seconds = 1000 / knee
-        lines.append(f"- Knee (the most chunks/s measured at ≥ {EFFICIENT:.0%} efficiency): **{knee:,.0f} chunks/s**. "
-                     f"1,000 workers stay under it with chunks of ≥ {seconds:.1f} s, i.e. ≥ "
-                     f"{seconds * EVENTS_PER_SECOND_PER_WORKER / 1e6:.1f} M events per chunk at "
-                     f"{EVENTS_PER_SECOND_PER_WORKER / 1e6:.2f} M events/s per worker.")
+    capacity = knee(points)
+    if math.isnan(capacity):
+        return "\n".join(lines)
+    lines.append(f"- **Knee: {capacity:,.0f} chunks/s** (median of the no-op points with ≥ {SATURATED_WORKERS} "
+                 f"workers): as many messages/s published, delivered and acknowledged. Model: a worker count W with "
+                 f"chunks of d ms stays efficient while W / (d + overhead) ≤ {EFFICIENT:.0%} of the knee.")
+    for work, counts in efficient_counts(points).items():
+        one = next((p for p in points if p.work_ms == work and p.workers == 1), None)
+        overhead = one.overhead_ms_mean if one is not None else 0.0
+        model = int(EFFICIENT * capacity * (work + overhead) / 1e3)
+        lines.append(f"- {work:g} ms chunks: measured ≥ {EFFICIENT:.0%} of ideal at {counts or 'no'} workers; "
+                     f"the model allows up to {model} workers.")
+    crowded = max((p for p in points if p.work_ms == 0), key=lambda p: p.workers)
+    rabbit_ms, redis_ms = (1e3 * cores / crowded.chunks_per_s for cores in (crowded.rabbit_cpu, crowded.redis_cpu))
+    core = 1e3 / max(rabbit_ms, redis_ms)
+    lines.append(f"- CPU per chunk with the most connected workers ({crowded.workers}, no-op): RabbitMQ "
+                 f"{rabbit_ms:.2f} ms, Redis {redis_ms:.2f} ms (more than the fit: each connection costs the "
+                 f"servers too). At these costs one core each lasts up to {core:,.0f} chunks/s.")
+    for label, rate in (("with these services as measured here", capacity),
+                        (f"with RabbitMQ and Redis a core each, at the CPU per chunk of {crowded.workers} workers",
+                         core)):
+        seconds = chunk_seconds(1000, rate)
+        default = int(EFFICIENT * rate * DEFAULT_CHUNK_EVENTS / EVENTS_PER_SECOND_PER_WORKER)
+        lines.append(f"- 1,000 workers {label} ({rate:,.0f} chunks/s): chunks of ≥ {seconds:.2f} s, i.e. "
+                     f"**≥ {seconds * EVENTS_PER_SECOND_PER_WORKER / 1e6:.1f} M events per chunk** at "
+                     f"{EVENTS_PER_SECOND_PER_WORKER / 1e6:.2f} M events/s per worker; the default "
+                     f"{DEFAULT_CHUNK_EVENTS:,}-event chunks keep up to {default} workers efficient.")
     return "\n".join(lines)
 
 
@@ -602,6 +633,9 @@ def figure(points: Sequence[Point], path: Path) -> None:
         line = left.plot(xs, [p.chunks_per_s for p in row], "o-", label=f"work {work:g} ms")[0]
         if work:
             left.plot(xs, [ideal_rate(points, p) for p in row], ":", color=line.get_color(), alpha=0.6)
+    if not math.isnan(knee(points)):
+        left.axhline(knee(points), color="black", lw=0.8, ls="--")
+        left.annotate(f"knee {knee(points):,.0f}/s", (1, knee(points) * 1.15), fontsize=8)
     left.set(xlabel="simulated workers", ylabel="chunks / s", title="throughput (dotted: ideal scaling)",
              xscale="log", yscale="log")
     left.legend()
