@@ -1,6 +1,6 @@
 """Beyond this machine: what one chunk costs RabbitMQ and Redis, and where they saturate.
 
-``python benchmarks/scaling.py`` (about 8 minutes on 2 cores) does two things, both on a private
+``python benchmarks/scaling.py`` (about 5 minutes on 2 cores) does two things, both on a private
 RabbitMQ node and a private ``redis-server`` on free loopback ports (tests/private_services.py),
 so the shared services on 5672/6379 are never touched:
 
@@ -15,7 +15,7 @@ so the shared services on 5672/6379 are never touched:
    what a real ``process_chunk`` does on the services: consume, the run records' ``start_chunk``
    and ``store_chunk`` Lua scripts (the real ``RunRecords`` with a real chunk result), the status
    read when the store says it is due, Celery's chord-part-return script (the real Redis backend),
-   and the ack; the chunk's work is a sleep of ``--work-ms``. A producer process keeps the
+   and the ack; the chunk's work is a sleep of ``--work-ms``. Producer processes keep the
    ``process`` queue filled the way the load worker does: persistent messages of the real
    ``process_chunk`` format, each waiting for its publisher confirm, and one result-channel
    SUBSCRIBE per task (Celery's result consumer on the launching side). The sweep over worker count
