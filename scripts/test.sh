@@ -4,7 +4,7 @@ set -euo pipefail
 
 usage() {
   echo "usage: scripts/test.sh [pytest arguments]"
-  echo "  without arguments the whole suite runs as two concurrent pytest sessions (see below)"
+  echo "  without arguments the whole suite runs as three concurrent pytest sessions (see below)"
   echo "  ATLASPIPE_VENV   virtualenv folder to create or reuse (default: .venv)"
 }
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage; exit 0; fi
@@ -33,20 +33,34 @@ if [[ $# -gt 0 ]]; then
   exec "$venv/bin/python" -m pytest "$@"
 fi
 
-# The suite is mostly waiting on workers, brokers and containers, so it runs as two sessions at
-# once: the integration tests, and everything else. Each session has its own RabbitMQ vhost
-# (tests/conftest.py); the second gets its own Redis database too, so their runs never mix.
-echo "== pytest: tests/integration, and the rest, concurrently" >&2
-integration_log="$(mktemp)"
-trap 'rm -f "$integration_log"' EXIT
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/integration >"$integration_log" 2>&1 &
-integration_pid=$!
+# The suite is mostly waiting on workers, brokers and containers, so it runs as three sessions at
+# once: the integration tests in two halves of about equal length (the fault tests and the load
+# tests, then the rest of them), and everything else. Each session has its own RabbitMQ vhost
+# (tests/conftest.py) and its own Redis database, so their runs never mix.
+INTEGRATION_A=(tests/integration/test_faults.py tests/integration/test_load.py
+               tests/integration/test_fuzz.py tests/integration/test_real_data.py)
+integration_b=()
+for file in tests/integration/test_*.py; do
+  [[ " ${INTEGRATION_A[*]} " == *" $file "* ]] || integration_b+=("$file")
+done
+echo "== pytest: tests/integration in two sessions, and the rest, concurrently" >&2
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+ATLASPIPE_TEST_RESULT_BACKEND="redis://127.0.0.1:6379/7" \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider "${INTEGRATION_A[@]}" >"$logs/a" 2>&1 &
+a_pid=$!
+ATLASPIPE_TEST_RESULT_BACKEND="redis://127.0.0.1:6379/5" \
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider "${integration_b[@]}" >"$logs/b" 2>&1 &
+b_pid=$!
 rest_status=0
 ATLASPIPE_TEST_RESULT_BACKEND="redis://127.0.0.1:6379/6" \
   "$venv/bin/python" -m pytest -q -p no:cacheprovider --ignore=tests/integration tests || rest_status=$?
-integration_status=0
-wait "$integration_pid" || integration_status=$?
-echo "== pytest tests/integration" >&2
-cat "$integration_log"
-echo "== pytest: rest exit $rest_status, integration exit $integration_status" >&2
-[[ "$rest_status" == 0 && "$integration_status" == 0 ]]
+a_status=0 b_status=0
+wait "$a_pid" || a_status=$?
+wait "$b_pid" || b_status=$?
+echo "== pytest ${INTEGRATION_A[*]}" >&2
+cat "$logs/a"
+echo "== pytest ${integration_b[*]}" >&2
+cat "$logs/b"
+echo "== pytest: rest exit $rest_status, integration exits $a_status and $b_status" >&2
+[[ "$rest_status" == 0 && "$a_status" == 0 && "$b_status" == 0 ]]
