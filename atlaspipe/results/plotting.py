@@ -283,12 +283,20 @@ def _controls_figure(results: RunResults, stacked_groups: Sequence[str] | None) 
         ax = fig.add_subplot(grid[row, col])
         last = control_inputs(results, axis, None, stacked_groups)
         _draw_main(ax, last, xlabel=axis.label, unit=axis.unit, legend=False, headroom=1.3)
+        _few_ticks(ax)
     key = fig.add_subplot(grid[0, 2:])
     key.axis("off")
     if last is not None:
         _key(key, results, fig.axes[0], columns=2)
     _stamp(fig, results)
     return fig
+
+
+def _few_ticks(ax: Axes) -> None:
+    """No minor ticks on a grid's small panels: making the ATLAS style's dense ticks is most of a
+    grid's drawing time, and they are unreadable at that size anyway."""
+    ax.minorticks_off()
+    ax.locator_params(nbins=5)
 
 
 def _key(ax: Axes, results: RunResults, source: Axes, columns: int) -> None:
@@ -316,6 +324,7 @@ def _controls_channels_figure(results: RunResults, stacked_groups: Sequence[str]
             ax = fig.add_subplot(grid[row, col])
             _draw_main(ax, control_inputs(results, axis, channel, stacked_groups), xlabel=axis.label,
                        unit=axis.unit, legend=False, headroom=1.3)
+            _few_ticks(ax)
             ax.text(0.05, 0.93, rf"${CHANNEL_TITLES.get(channel, channel)}$", transform=ax.transAxes,
                     fontsize="large", va="top")
     key = fig.add_subplot(grid[0, len(shown)])
