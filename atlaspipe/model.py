@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     import hist
 
 M4L = "m4l"
-"""The name of the four-lepton mass histogram in chunk results and aggregates."""
+"""The name of the four-lepton mass histogram in chunk results and aggregates; the control
+distributions sit beside it under their ``physics.selection.CONTROL_VARIABLES`` names."""
 
 
 class Document(BaseModel):
@@ -273,6 +274,7 @@ class ChunkResult(Document):
     """Events left out for a NaN or infinite lepton kinematic or weight (``non_finite="exclude"``)."""
     bytes_read: int = 0
     histograms: dict[str, Counts] = Field(default_factory=dict)
+    """``m4l`` and each control distribution, of the selected events."""
     cutflow: Cutflow | None = None
 
     @property
@@ -337,6 +339,7 @@ class SampleAggregate(Document):
     events_lost: int
     files_failed: int
     histograms: dict[str, Counts]
+    """``m4l``, and each control distribution that every merged chunk result carried."""
     cutflow: Cutflow | None = None
     """Merged in chunk-id order and scaled; None when a chunk's result had none."""
     events_non_finite: int = 0
@@ -456,8 +459,8 @@ class LiveHistogram(Document):
 
 
 class Histogram(Document):
-    """One m4l histogram: in-range bins ([lo, hi) each) with their sums of squared weights, and the
-    flow bins apart."""
+    """One histogram (m4l or a control distribution): in-range bins ([lo, hi) each) with their sums
+    of squared weights, and the flow bins apart."""
 
     values: tuple[float, ...]
     variances: tuple[float, ...]
@@ -495,6 +498,17 @@ class Histogram(Document):
         return histogram
 
 
+class ControlAxis(Document):
+    """A control distribution of the selected events and its binning (``physics.selection.CONTROL_VARIABLES``)."""
+
+    name: str
+    label: str
+    """The axis title, in matplotlib mathtext."""
+    unit: str
+    """"GeV", or "" for a dimensionless quantity."""
+    bin_edges: tuple[float, ...]
+
+
 class GroupInfo(Document):
     """A stacked-plot group of MC samples, as the catalog describes it."""
 
@@ -521,6 +535,8 @@ class SampleYields(Document):
     expected_uncertainty: float = Field(alias="yield_uncertainty")
     m4l: Histogram
     channels: dict[str, Histogram]
+    controls: dict[str, dict[str, Histogram]] = Field(default_factory=dict)
+    """Control distribution (``RunResults.controls``) → channel → histogram, scaled like ``m4l``."""
 
 
 class DataCounts(Document):
@@ -543,6 +559,8 @@ class DataSummary(Document):
     """Events left out for a NaN or infinite lepton kinematic, over every data sample."""
     m4l: Histogram
     channels: dict[str, Histogram]
+    controls: dict[str, dict[str, Histogram]] = Field(default_factory=dict)
+    """Control distribution (``RunResults.controls``) → channel → histogram of the data."""
     samples: dict[str, DataCounts] = Field(default_factory=dict)
 
     @property
@@ -626,6 +644,8 @@ class RunResults(Document):
     bin_edges: tuple[float, ...]
     """The m4l bin edges in GeV, lowest first."""
     channels: tuple[str, ...] = CHANNELS
+    controls: tuple[ControlAxis, ...] = ()
+    """The control distributions every sample carries (in ``controls`` of the data and each sample)."""
     groups: tuple[GroupInfo, ...]
     """The stacked-plot groups, bottom of the stack first."""
     data: DataSummary

@@ -33,9 +33,10 @@ def histograms(results: RunResults) -> dict[str, Any]:
     """Every histogram and event count of a run, for bit-for-bit comparisons."""
     out: dict[str, Any] = {"data": results.data.m4l, "data_channels": results.data.channels,
                            "data_read": results.data.events_read, "data_selected": results.data.events_selected,
-                           "cutflow": results.cutflow}
+                           "cutflow": results.cutflow, "controls": results.controls,
+                           "data_controls": results.data.controls}
     for name, sample in results.samples.items():
-        out[name] = (sample.m4l, sample.channels, sample.events_selected, sample.events_read)
+        out[name] = (sample.m4l, sample.channels, sample.events_selected, sample.events_read, sample.controls)
     return out
 
 

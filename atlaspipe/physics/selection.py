@@ -69,18 +69,85 @@ def notebook_options(release: str) -> SelectionOptions:
 OPTIONAL_2020_PT_GEV = (30.0, 20.0, 10.0)
 
 
+Z_MASS_GEV = 91.1876
+"""The Z boson mass (PDG) that picks the Z1 candidate."""
+
+
 @dataclass(frozen=True)
 class SelectedEvents:
     """What the histograms need from the events that pass: mass in GeV, weight and channel index,
-    and ``rows``, where they are among the events given, so the cutflow reuses them."""
+    the control distributions' inputs, and ``rows``, where the events are among those given, so
+    the cutflow reuses them.
+
+    The lepton arrays are (events, 4), the four leptons in the order the selection used them (as
+    stored, or by decreasing pT with ``lepton_order="pt"``). ``m_z1_gev`` and ``m_z2_gev`` come from
+    :func:`z_candidates`: NaN for an event whose leptons form no two same-flavour opposite-sign
+    pairs (e±e±μ∓μ∓ passes the notebook's sums unless ``sfos_pairing`` is on); such an event has
+    no Z candidates and is left out of the Z mass histograms only.
+    """
 
     m4l_gev: FloatArray
     weight: FloatArray
     channel: IntArray
+    lepton_pt_gev: FloatArray
+    lepton_eta: FloatArray
+    lepton_phi: FloatArray
+    m_z1_gev: FloatArray
+    m_z2_gev: FloatArray
     rows: IntArray
 
     def __len__(self) -> int:
         return len(self.m4l_gev)
+
+
+@dataclass(frozen=True)
+class ControlVariable:
+    """A control distribution of the selected events and its regular binning: ``bins`` in [lo, hi)."""
+
+    name: str
+    symbol: str
+    """The quantity in matplotlib mathtext, without its unit."""
+    unit: str
+    """"GeV", or "" for a dimensionless quantity."""
+    bins: int
+    lo: float
+    hi: float
+
+    @property
+    def label(self) -> str:
+        """The axis title."""
+        return f"{self.symbol} [{self.unit}]" if self.unit else self.symbol
+
+    def edges(self) -> list[float]:
+        """The bin edges exactly as the histograms' regular axis computes them."""
+        import hist
+
+        return [float(edge) for edge in hist.axis.Regular(self.bins, self.lo, self.hi).edges]
+
+
+_ORDINALS = ("1", "2", "3", "4")
+CONTROL_VARIABLES: tuple[ControlVariable, ...] = (
+    ControlVariable("m_z1", r"$m_{Z_1}$", "GeV", 16, 40.0, 120.0),
+    ControlVariable("m_z2", r"$m_{Z_2}$", "GeV", 12, 0.0, 120.0),
+    # The leptons' pT spectra fall off at very different scales, so each gets its own range.
+    *(ControlVariable(f"lep{n}_pt", rf"$p_{{T}}^{{\ell{n}}}$", "GeV", bins, 0.0, hi)
+      for n, bins, hi in zip(_ORDINALS, (10, 10, 10, 12), (200.0, 150.0, 100.0, 60.0), strict=True)),
+    *(ControlVariable(f"lep{n}_eta", rf"$\eta^{{\ell{n}}}$", "", 10, -2.5, 2.5) for n in _ORDINALS),
+    *(ControlVariable(f"lep{n}_phi", rf"$\phi^{{\ell{n}}}$", "", 8, -np.pi, np.pi) for n in _ORDINALS),
+)
+"""The control distributions filled for the selected events, per sample and channel: the Z
+candidates' masses and each of the four leptons' pT, η and φ (ℓ1…ℓ4 in the selection's order). The
+binning is coarse on purpose: every chunk result carries all of them."""
+
+
+def control_values(selected: SelectedEvents) -> dict[str, FloatArray]:
+    """Each control variable's per-event values (NaN where undefined), by ``CONTROL_VARIABLES`` name."""
+    values = {"m_z1": selected.m_z1_gev, "m_z2": selected.m_z2_gev}
+    for i, n in enumerate(_ORDINALS):
+        values[f"lep{n}_pt"] = selected.lepton_pt_gev[:, i]
+        values[f"lep{n}_eta"] = selected.lepton_eta[:, i]
+        values[f"lep{n}_phi"] = selected.lepton_phi[:, i]
+    return values
 
 
 def required_branches(schema: str, is_mc: bool) -> list[str]:
@@ -184,17 +251,67 @@ def _pair_flavour_charge(charge: np.ndarray, ltype: np.ndarray) -> tuple[BoolArr
     return charge_sum_zero, type_ok
 
 
+PAIRINGS: tuple[tuple[int, int, int, int], ...] = ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2))
+"""The three ways to split four leptons into two pairs, (a, b) and (c, d)."""
+
+
+def sfos_pairings(charge: np.ndarray, ltype: np.ndarray) -> BoolArray:
+    """(events, 3): whether each of ``PAIRINGS`` makes two same-flavour opposite-sign pairs."""
+    valid = np.zeros((len(charge), len(PAIRINGS)), dtype=bool)
+    for k, (a, b, c, d) in enumerate(PAIRINGS):
+        first = (ltype[:, a] == ltype[:, b]) & (charge[:, a] + charge[:, b] == 0)
+        second = (ltype[:, c] == ltype[:, d]) & (charge[:, c] + charge[:, d] == 0)
+        valid[:, k] = first & second
+    return valid
+
+
 def has_sfos_pairs(charge: np.ndarray, ltype: np.ndarray) -> BoolArray:
     """True where the four leptons split into two same-flavour opposite-sign pairs.
 
     The notebook's charge and type sums alone accept e⁺e⁺μ⁻μ⁻; this closes that gap.
     """
-    result = np.zeros(len(charge), dtype=bool)
-    for a, b, c, d in ((0, 1, 2, 3), (0, 2, 1, 3), (0, 3, 1, 2)):
-        first = (ltype[:, a] == ltype[:, b]) & (charge[:, a] + charge[:, b] == 0)
-        second = (ltype[:, c] == ltype[:, d]) & (charge[:, c] + charge[:, d] == 0)
-        result |= first & second
-    return result
+    return np.asarray(sfos_pairings(charge, ltype).any(axis=1))
+
+
+def _four_momenta(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray,
+                  energy: np.ndarray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(px, py, pz, E) in float64, each (4, events): one contiguous row per lepton, so the pair sums
+    read whole rows instead of strided columns."""
+    pt_rows = np.asarray(pt, dtype=np.float64).T.copy()
+    phi_rows = np.asarray(phi, dtype=np.float64).T.copy()
+    return (pt_rows * np.cos(phi_rows), pt_rows * np.sin(phi_rows),
+            pt_rows * np.sinh(np.asarray(eta, dtype=np.float64).T), np.asarray(energy, dtype=np.float64).T.copy())
+
+
+def _pair_mass(momenta: tuple[FloatArray, FloatArray, FloatArray, FloatArray], a: int, b: int) -> FloatArray:
+    """The invariant mass of leptons ``a`` and ``b``; negative for a spacelike sum (rounding on
+    near-collinear pairs), as vector's ``.mass`` gives it."""
+    px, py, pz, e = (c[a] + c[b] for c in momenta)
+    squared = e**2 - (px**2 + py**2 + pz**2)
+    return np.asarray(np.copysign(np.sqrt(np.absolute(squared)), squared), dtype=np.float64)
+
+
+def z_candidates(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray, charge: np.ndarray,
+                 ltype: np.ndarray, *, to_gev: float) -> tuple[FloatArray, FloatArray]:
+    """(m_Z1, m_Z2) in GeV of four leptons per event: of the pairings into two same-flavour
+    opposite-sign pairs, the pair whose mass is closest to ``Z_MASS_GEV`` is Z1 and the other pair
+    of its pairing Z2 (the first in ``PAIRINGS`` order, first pair first, on a tie). NaN for both
+    where no pairing is valid."""
+    momenta = _four_momenta(pt, eta, phi, energy)
+    valid = sfos_pairings(charge, ltype)
+    m_z1 = np.full(len(valid), np.nan)
+    m_z2 = np.full(len(valid), np.nan)
+    closest = np.full(len(valid), np.inf)
+    for k, (a, b, c, d) in enumerate(PAIRINGS):
+        first = _pair_mass(momenta, a, b) * to_gev
+        second = _pair_mass(momenta, c, d) * to_gev
+        for z1, z2 in ((first, second), (second, first)):
+            distance = np.abs(z1 - Z_MASS_GEV)
+            better = valid[:, k] & (distance < closest)
+            closest = np.where(better, distance, closest)
+            m_z1 = np.where(better, z1, m_z1)
+            m_z2 = np.where(better, z2, m_z2)
+    return m_z1, m_z2
 
 
 def four_lepton_mass(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
@@ -364,27 +481,34 @@ def event_weight_2025e(events: ak.Array) -> FloatArray:
 
 def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
             options: SelectionOptions | None = None) -> SelectedEvents:
-    """Select events and return their m4l [GeV], weight and channel; without ``options``, as the
-    release's notebook does."""
+    """Select events and return their m4l [GeV], weight, channel and control inputs; without
+    ``options``, as the release's notebook does."""
     if options is not None and options.lepton_order == "pt":
         events = pt_ordered(events)
     if schema == "2020":
         cols = _LeptonColumns(events, LEPTON_BRANCHES_2020)
         rows, index, type_sum = _passing_rows_2020(events, options or SelectionOptions(), to_gev, cols)
-        pt, eta, phi, energy = (cols.first_four(name, rows, index)
-                                for name in ("lep_pt", "lep_eta", "lep_phi", "lep_E"))
+        pt, eta, phi, energy, charge, ltype = (
+            cols.first_four(name, rows, index)
+            for name in ("lep_pt", "lep_eta", "lep_phi", "lep_E", "lep_charge", "lep_type"))
         channel = _channel_of_sum(type_sum)
         weight = event_weight_2020(events, rows) if is_mc else np.ones(len(rows), dtype=np.float64)
     elif schema == "2025e":
         passed = select_2025e(events, options or notebook_options("2025e"), to_gev)
         rows = np.flatnonzero(passed)
-        pt, eta, phi, energy = (_first_four(events[name], rows) for name in ("lep_pt", "lep_eta", "lep_phi", "lep_e"))
-        channel = channel_index(_first_four(events["lep_type"], rows).astype(np.int64))
+        pt, eta, phi, energy, charge, ltype = (
+            _first_four(events[name], rows)
+            for name in ("lep_pt", "lep_eta", "lep_phi", "lep_e", "lep_charge", "lep_type"))
+        channel = channel_index(ltype.astype(np.int64))
         weight = event_weight_2025e(events[rows]) if is_mc else np.ones(len(rows), dtype=np.float64)
     else:
         raise ValueError(f"unknown schema {schema!r}")
     mass = four_lepton_mass(pt, eta, phi, energy) * to_gev
-    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel, rows=np.asarray(rows, dtype=np.int64))
+    m_z1, m_z2 = z_candidates(pt, eta, phi, energy, charge, ltype.astype(np.int64), to_gev=to_gev)
+    return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel,
+                          lepton_pt_gev=np.asarray(pt, dtype=np.float64) * to_gev,
+                          lepton_eta=np.asarray(eta, dtype=np.float64), lepton_phi=np.asarray(phi, dtype=np.float64),
+                          m_z1_gev=m_z1, m_z2_gev=m_z2, rows=np.asarray(rows, dtype=np.int64))
 
 
 CUTFLOW_STEPS: tuple[str, ...] = ("all", "trigger", "pt", "id_iso", "charge_sum", "type_sum", "mass_window")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import awkward as ak
 import numpy as np
@@ -22,13 +23,18 @@ from atlaspipe.model import M4L, Aggregate, Chunk, ChunkResult, Counts, Cutflow,
 from atlaspipe.physics.catalog import load_release
 from atlaspipe.physics.selection import (
     CHANNELS,
+    CONTROL_VARIABLES,
     JAGGED_BRANCHES,
     SelectedEvents,
     SelectionOptions,
     analyse,
+    control_values,
     cutflow,
     required_branches,
 )
+
+if TYPE_CHECKING:
+    import hist
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -41,19 +47,42 @@ def selection_options(config: AnalysisConfig) -> SelectionOptions:
 
 
 def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[FloatArray, FloatArray]:
-    """Sum of weights and of squared weights per (channel, bin), flow bins included; one fill per chunk."""
+    """Sum of weights and of squared weights of m4l per (channel, bin), flow bins included; one fill per chunk."""
     import hist
 
-    histogram = hist.Hist(
-        hist.axis.Variable(edges, name="m4l"),
-        hist.axis.IntCategory(list(range(len(CHANNELS))), name="channel"),
-        storage=hist.storage.Weight(),
-    )
-    histogram.fill(m4l=selected.m4l_gev, channel=selected.channel, weight=selected.weight)
+    return _channel_histogram(hist.axis.Variable(edges), selected.m4l_gev, selected.channel, selected.weight)
+
+
+def control_arrays(selected: SelectedEvents) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """:func:`histogram_arrays` of each control distribution, by name. An event whose value is NaN
+    (no Z candidates) is not filled: hist would count it in the overflow bin."""
+    import hist
+
+    out = {}
+    by_name = control_values(selected)
+    for variable in CONTROL_VARIABLES:
+        values = by_name[variable.name]
+        # A regular axis fills several times faster than the same edges as a variable axis.
+        axis = hist.axis.Regular(variable.bins, variable.lo, variable.hi)
+        defined = ~np.isnan(values)
+        if defined.all():
+            out[variable.name] = _channel_histogram(axis, values, selected.channel, selected.weight)
+        else:
+            out[variable.name] = _channel_histogram(axis, values[defined], selected.channel[defined],
+                                                    selected.weight[defined])
+    return out
+
+
+def _channel_histogram(axis: hist.axis.Regular | hist.axis.Variable, values: FloatArray, channel: npt.NDArray[np.int64],
+                       weight: FloatArray) -> tuple[FloatArray, FloatArray]:
+    import hist
+
+    histogram = hist.Hist(axis, hist.axis.Integer(0, len(CHANNELS), underflow=False, overflow=False),
+                          storage=hist.storage.Weight())
+    histogram.fill(values, channel, weight=weight)
     view = histogram.view(flow=True)
-    # The category axis has an overflow slot for unknown channels; selection never fills it.
-    sumw = np.ascontiguousarray(view.value[:, : len(CHANNELS)].T, dtype=np.float64)
-    sumw2 = np.ascontiguousarray(view.variance[:, : len(CHANNELS)].T, dtype=np.float64)
+    sumw = np.ascontiguousarray(view.value.T, dtype=np.float64)
+    sumw2 = np.ascontiguousarray(view.variance.T, dtype=np.float64)
     return sumw, sumw2
 
 
@@ -132,6 +161,7 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
             events = events[~bad]
         selected = analyse(events, release.schema, not sample.is_data, release.to_gev, selection_options(config))
         sumw, sumw2 = histogram_arrays(selected, config.bin_edges())
+        controls = control_arrays(selected)
         cuts = cutflow(events, release.schema, not sample.is_data, release.to_gev, selection_options(config),
                        config.mass_window_gev, selected=selected)
     except passthrough:
@@ -145,7 +175,8 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
     return ChunkResult(
         chunk_id=chunk.chunk_id, sample=chunk.sample, worker=worker, seconds=time.perf_counter() - started,
         events_read=events_read, events_selected=len(selected), events_non_finite=excluded,
-        bytes_read=bytes_read, histograms={M4L: _counts(sumw, sumw2)},
+        bytes_read=bytes_read,
+        histograms={M4L: _counts(sumw, sumw2), **{name: _counts(*arrays) for name, arrays in controls.items()}},
         cutflow=Cutflow(raw=tuple(tuple(r) for r in cuts.raw.tolist()),
                         weighted=tuple(tuple(r) for r in cuts.weighted.tolist())),
     )
@@ -154,14 +185,31 @@ def process_chunk(chunk: Chunk, config: AnalysisConfig, worker: str,
 class _SampleSums:
     """One sample's running sums while merging chunk results."""
 
-    def __init__(self, shape: tuple[int, int]) -> None:
-        self.sumw = np.zeros(shape)
-        self.sumw2 = np.zeros(shape)
+    def __init__(self, shapes: Mapping[str, tuple[int, int]]) -> None:
+        self.sumw = {name: np.zeros(shape) for name, shape in shapes.items()}
+        self.sumw2 = {name: np.zeros(shape) for name, shape in shapes.items()}
+        self.merged = dict.fromkeys(shapes, 0)
         self.events_read = self.events_selected = self.chunks = self.chunks_failed = 0
         self.entries_planned = self.events_lost = self.files_failed = self.events_non_finite = 0
         self.cutflow_raw: npt.NDArray[np.int64] | None = None
         self.cutflow_weighted: FloatArray | None = None
         self.cutflow_complete = True
+
+    def add_histograms(self, histograms: Mapping[str, Counts]) -> None:
+        """Add a chunk's histograms; its m4l must be there, a control distribution may be missing
+        (a result from before it existed), and then the sample's sum of it is incomplete."""
+        if M4L not in histograms:
+            raise KeyError(M4L)
+        for name, counts in histograms.items():
+            if name in self.merged:
+                self.sumw[name] += np.asarray(counts.sumw, dtype=np.float64)
+                self.sumw2[name] += np.asarray(counts.sumw2, dtype=np.float64)
+                self.merged[name] += 1
+
+    def scaled_histograms(self, norm: float) -> dict[str, Counts]:
+        """The histograms every merged chunk carried, scaled by ``norm``."""
+        return {name: _counts(self.sumw[name] * norm, self.sumw2[name] * (norm * norm))
+                for name, merged in self.merged.items() if merged == self.chunks}
 
     def add_cutflow(self, cuts: Cutflow | None) -> None:
         if cuts is None:
@@ -194,15 +242,16 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
                                                   [config.sample(d.name) for d in config.samples])
     for warning in warnings:
         log.warning("run %s: %s", plan.run_id, warning)
-    shape = (len(CHANNELS), config.bins + 2)
+    shapes = {M4L: (len(CHANNELS), config.bins + 2),
+              **{v.name: (len(CHANNELS), v.bins + 2) for v in CONTROL_VARIABLES}}
     sums: dict[str, _SampleSums] = {}
     failures: list[Failure] = []
     for planned in plan.files:
         if planned.error:
-            sums.setdefault(planned.sample, _SampleSums(shape)).files_failed += 1
+            sums.setdefault(planned.sample, _SampleSums(shapes)).files_failed += 1
             failures.append(Failure.of_file(planned))
     for chunk in sorted(plan.chunks, key=lambda c: c.chunk_id):
-        entry = sums.setdefault(chunk.sample, _SampleSums(shape))
+        entry = sums.setdefault(chunk.sample, _SampleSums(shapes))
         entry.entries_planned += chunk.num_entries
         result = results.get(chunk.chunk_id)
         if result is None or not result.ok:
@@ -211,9 +260,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
             reason = result.error if result is not None else "no result (chunk never finished)"
             failures.append(Failure.of_chunk(chunk, reason or ""))
             continue
-        counts = result.histograms[M4L]
-        entry.sumw += np.asarray(counts.sumw, dtype=np.float64)
-        entry.sumw2 += np.asarray(counts.sumw2, dtype=np.float64)
+        entry.add_histograms(result.histograms)
         entry.events_read += result.events_read
         entry.events_selected += result.events_selected
         entry.events_non_finite += result.events_non_finite
@@ -228,7 +275,7 @@ def aggregate(plan: RunPlan, results: Mapping[int, ChunkResult]) -> Aggregate:
             events_selected=entry.events_selected, chunks=entry.chunks, chunks_failed=entry.chunks_failed,
             entries_planned=entry.entries_planned, events_lost=entry.events_lost, files_failed=entry.files_failed,
             events_non_finite=entry.events_non_finite,
-            histograms={M4L: _counts(entry.sumw * norm, entry.sumw2 * (norm * norm))},
+            histograms=entry.scaled_histograms(norm),
             cutflow=entry.scaled_cutflow(norm),
         )
     return Aggregate(run_id=plan.run_id, release=release.name, luminosity_fb=luminosity,

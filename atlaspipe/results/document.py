@@ -15,6 +15,7 @@ from atlaspipe.model import (
     M4L,
     Aggregate,
     ChunkSummary,
+    ControlAxis,
     Counts,
     CutflowTable,
     DataCounts,
@@ -31,7 +32,7 @@ from atlaspipe.model import (
     SampleYields,
 )
 from atlaspipe.physics.catalog import Group, load_release
-from atlaspipe.physics.selection import CHANNELS, CUTFLOW_STEPS
+from atlaspipe.physics.selection import CHANNELS, CONTROL_VARIABLES, CUTFLOW_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,16 @@ def _histogram(counts: Counts, channel: int | None = None) -> Histogram:
     if channel is None:
         return Histogram.from_flow(sumw.sum(axis=0).tolist(), sumw2.sum(axis=0).tolist())
     return Histogram.from_flow(sumw[channel].tolist(), sumw2[channel].tolist())
+
+
+def _by_channel(counts: Counts) -> dict[str, Histogram]:
+    return {c: _histogram(counts, i) for i, c in enumerate(CHANNELS)}
+
+
+def _data_counts(sumw: np.ndarray) -> Counts:
+    """Data histograms count events: Σw² is Σw."""
+    rows = tuple(tuple(r) for r in sumw.tolist())
+    return Counts(sumw=rows, sumw2=rows)
 
 
 def _group_info(group: Group, samples: Mapping[str, SampleYields]) -> GroupInfo:
@@ -57,10 +68,15 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
     samples: dict[str, SampleYields] = {}
     data_sumw = np.zeros((len(CHANNELS), config.bins + 2))
     data_samples: dict[str, DataCounts] = {}
+    # A control distribution is reported only if every sample has it whole.
+    controls = [v for v in CONTROL_VARIABLES if all(v.name in e.histograms for e in aggregated.samples.values())]
+    data_controls = {v.name: np.zeros((len(CHANNELS), v.bins + 2)) for v in controls}
     for name, entry in aggregated.samples.items():
         counts = entry.histograms[M4L]
         if entry.kind == "data":
             data_sumw += np.asarray(counts.sumw, dtype=np.float64)
+            for variable, summed in data_controls.items():
+                np.add(summed, np.asarray(entry.histograms[variable].sumw, dtype=np.float64), out=summed)
             data_samples[name] = DataCounts(events_read=entry.events_read, events_selected=entry.events_selected,
                                             events_non_finite=entry.events_non_finite)
             continue
@@ -70,15 +86,17 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
             events_read=entry.events_read, events_selected=entry.events_selected,
             events_non_finite=entry.events_non_finite, normalisation=entry.normalisation,
             expected=total.total, expected_uncertainty=total.uncertainty,
-            m4l=total, channels={c: _histogram(counts, i) for i, c in enumerate(CHANNELS)},
+            m4l=total, channels=_by_channel(counts),
+            controls={v.name: _by_channel(entry.histograms[v.name]) for v in controls},
         )
-    data_counts = Counts(sumw=tuple(tuple(r) for r in data_sumw.tolist()),
-                         sumw2=tuple(tuple(r) for r in data_sumw.tolist()))
+    data_counts = _data_counts(data_sumw)
     data_total = _histogram(data_counts)
     groups = release.stacked_groups(config.stacked_groups)
     return RunResults(
         run_id=plan.run_id, status="partial" if aggregated.failures else "complete", release=release.name,
         luminosity_fb=aggregated.luminosity_fb, bin_edges=aggregated.bin_edges,
+        controls=tuple(ControlAxis(name=v.name, label=v.label, unit=v.unit, bin_edges=tuple(v.edges()))
+                       for v in controls),
         groups=tuple(_group_info(g, samples) for g in groups),
         data=DataSummary(
             kind=_data_kind(plan, data_samples),
@@ -86,7 +104,8 @@ def build_results(aggregated: Aggregate, plan: RunPlan) -> RunResults:
             events_selected=sum(d.events_selected for d in data_samples.values()),
             events_in_range=round(data_total.total), m4l=data_total,
             events_non_finite=sum(d.events_non_finite for d in data_samples.values()),
-            channels={c: _histogram(data_counts, i) for i, c in enumerate(CHANNELS)}, samples=data_samples,
+            channels=_by_channel(data_counts), samples=data_samples,
+            controls={name: _by_channel(_data_counts(sumw)) for name, sumw in data_controls.items()},
         ),
         samples=samples, inputs=plan.files, notes=plan.notes, skipped_inputs=plan.skipped,
         chunks=ChunkSummary(total=aggregated.chunks_total, failed=aggregated.failures),

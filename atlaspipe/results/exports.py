@@ -8,7 +8,8 @@
   ``hist.Hist(...)`` reads back.
 
 The histograms share one naming, ``<channel>/data``, ``<channel>/samples/<sample>`` and
-``<channel>/groups/<group>``, with ``<channel>`` one of ``all``, ``4e``, ``4mu`` and ``2e2mu``.
+``<channel>/groups/<group>``, with ``<channel>`` one of ``all``, ``4e``, ``4mu`` and ``2e2mu``; the
+control distributions of the data and the groups follow the same naming under ``controls/<variable>/``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atlaspipe.io import files
-from atlaspipe.model import DataSummary, Histogram, RunResults, SampleYields
+from atlaspipe.model import ControlAxis, DataSummary, Histogram, RunResults, SampleYields
 from atlaspipe.results.statistics import run_workspace
 
 if TYPE_CHECKING:
@@ -77,6 +78,35 @@ def run_histograms(results: RunResults) -> dict[str, WeightedHist]:
     return out
 
 
+CONTROLS = "controls"
+"""The folder of the control distributions' histograms: ``controls/<variable>/<channel>/...``."""
+
+
+def control_histograms(results: RunResults) -> dict[str, WeightedHist]:
+    """Every control distribution of the data and of each group (the drawn histograms), named like
+    :func:`run_histograms` under ``controls/<variable>/``; results.json has them per sample too."""
+    groups: dict[str, list[str]] = {}
+    for name, sample in results.samples.items():
+        groups.setdefault(sample.group or OTHER_GROUP, []).append(name)
+    out: dict[str, WeightedHist] = {}
+    for axis in results.controls:
+        def summed(parts: list[dict[str, Histogram]], channel: str, name: str,
+                   axis: ControlAxis = axis) -> WeightedHist:
+            chosen = [h for by_channel in parts for c, h in by_channel.items() if channel in {ALL_CHANNELS, c}]
+            first, *rest = (h.to_hist(axis.bin_edges, axis.name, axis.label) for h in chosen)
+            total = sum(rest, start=first)
+            total.name = name
+            return total
+
+        for channel in (ALL_CHANNELS, *results.channels):
+            prefix = f"{CONTROLS}/{axis.name}/{channel}"
+            out[f"{prefix}/data"] = summed([results.data.controls[axis.name]], channel, "data")
+            for group, members in groups.items():
+                out[f"{prefix}/groups/{group}"] = summed(
+                    [results.samples[m].controls[axis.name] for m in members], channel, group)
+    return out
+
+
 def write_root(histograms: dict[str, WeightedHist], path: Path) -> None:
     """Each histogram as a TH1D under its path (directories by channel), atomically."""
     import uproot
@@ -111,7 +141,7 @@ def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
     if spec is not None:
         files.write_text(run_dir / WORKSPACE, json.dumps(spec, indent=1) + "\n")
         written["workspace_json"] = WORKSPACE
-    histograms = run_histograms(results)
+    histograms = {**run_histograms(results), **control_histograms(results)}
     write_root(histograms, run_dir / HISTOGRAMS_ROOT)
     files.write_text(run_dir / HISTOGRAMS_JSON, uhi_json(histograms))
     written.update(histograms_root=HISTOGRAMS_ROOT, histograms_json=HISTOGRAMS_JSON)

@@ -1,4 +1,5 @@
-"""The m4l figures of a run in ATLAS style (mplhep): main plot, per channel, and data/MC ratio.
+"""The figures of a run in ATLAS style (mplhep): the m4l main plot, per channel, with the data/MC
+ratio, and the grids of control distributions.
 
 Matplotlib and mplhep are imported inside the functions so that ``atlaspipe --help`` and the
 workers that never plot stay fast to start.  Figures are built as ``matplotlib.figure.Figure``
@@ -8,7 +9,7 @@ objects on the Agg canvas (never pyplot), so nothing accumulates in a global fig
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from atlaspipe.io.files import replacing
-from atlaspipe.model import GroupInfo, Histogram, RunResults
+from atlaspipe.model import ControlAxis, GroupInfo, Histogram, RunResults, SampleYields
 from atlaspipe.results.tables import data_name
 
 if TYPE_CHECKING:
@@ -75,17 +76,39 @@ def plot_inputs(
     results: RunResults, channel: str | None = None, stacked_groups: Sequence[str] | None = None
 ) -> PlotInputs:
     """Per-group sums of the samples (backgrounds first, signal on top) and the data histogram."""
-    edges = np.asarray(results.bin_edges, dtype=np.float64)
+
+    def histogram(source: Histogram, channels: dict[str, Histogram]) -> list[Histogram]:
+        return [source if channel is None else channels[channel]]
+
+    return _stack_inputs(results, results.bin_edges, histogram(results.data.m4l, results.data.channels),
+                         lambda sample: histogram(sample.m4l, sample.channels), stacked_groups)
+
+
+def control_inputs(results: RunResults, axis: ControlAxis, channel: str | None = None,
+                   stacked_groups: Sequence[str] | None = None) -> PlotInputs:
+    """:func:`plot_inputs` of one control distribution, for one channel or all of them summed."""
+
+    def histograms(by_channel: dict[str, Histogram]) -> list[Histogram]:
+        return [by_channel[c] for c in results.channels if channel is None or c == channel]
+
+    return _stack_inputs(results, axis.bin_edges, histograms(results.data.controls[axis.name]),
+                         lambda sample: histograms(sample.controls[axis.name]), stacked_groups)
+
+
+def _stack_inputs(results: RunResults, bin_edges: Sequence[float], data_histograms: list[Histogram],
+                  sample_histograms: Callable[[SampleYields], list[Histogram]],
+                  stacked_groups: Sequence[str] | None) -> PlotInputs:
+    """The drawn groups of ``sample_histograms`` (summed) and the data of ``data_histograms`` (summed)."""
+    edges = np.asarray(bin_edges, dtype=np.float64)
     nbins = edges.size - 1
     groups = _groups(results)
     known = {g.id for g in groups}
     # Backgrounds at the bottom of the stack and signal on top, each in catalog order.
     groups.sort(key=lambda g: g.kind == "signal")
 
-    def histogram(source: Histogram, channels: dict[str, Histogram]) -> Histogram:
-        return source if channel is None else channels[channel]
-
-    data = np.asarray(histogram(results.data.m4l, results.data.channels).values, dtype=np.float64)
+    data = np.zeros(nbins)
+    for histogram in data_histograms:
+        data = data + np.asarray(histogram.values, dtype=np.float64)
     entries = []
     for group in groups:
         values, sumw2 = np.zeros(nbins), np.zeros(nbins)
@@ -93,9 +116,9 @@ def plot_inputs(
             gid = sample.group if sample.group in known else "other"
             if gid != group.id:
                 continue
-            src = histogram(sample.m4l, sample.channels)
-            values = values + np.asarray(src.values, dtype=np.float64)
-            sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
+            for src in sample_histograms(sample):
+                values = values + np.asarray(src.values, dtype=np.float64)
+                sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
         if not any((s.group if s.group in known else "other") == group.id for s in results.samples.values()):
             # A group none of whose samples was run is not drawn: a legend entry for nothing misleads.
             continue
@@ -106,10 +129,10 @@ def plot_inputs(
                       data_label=label[0].upper() + label[1:] if label else None)
 
 
-def _bin_width_label(edges: FloatArray) -> str:
+def _bin_width_label(edges: FloatArray, unit: str = "GeV") -> str:
     widths = np.diff(edges)
     if np.allclose(widths, widths[0]):
-        return f"Events / {widths[0]:g} GeV"
+        return f"Events / {widths[0]:.3g} {unit}".rstrip()
     return "Events / bin"
 
 
@@ -133,8 +156,13 @@ def _style() -> Any:
     return matplotlib.style.context(mplhep.style.ATLAS)
 
 
-def _draw_main(ax: Axes, inputs: PlotInputs, show_xlabel: bool = True) -> None:
-    """Stack, MC stat band, unstacked overlays and data points on ``ax``."""
+M4L_LABEL = r"$m_{4\ell}$ [GeV]"
+
+
+def _draw_main(ax: Axes, inputs: PlotInputs, xlabel: str | None = M4L_LABEL, unit: str = "GeV",
+               legend: bool = True, headroom: float = 1.6) -> None:
+    """Stack, MC stat band, unstacked overlays and data points on ``ax``; the y range leaves
+    ``headroom`` times the tallest bin for labels and legend."""
     edges = inputs.edges
     bottom = np.zeros(edges.size - 1)
     for entry in inputs.entries:
@@ -155,12 +183,13 @@ def _draw_main(ax: Axes, inputs: PlotInputs, show_xlabel: bool = True) -> None:
     top = max(float(np.max(total + err, initial=0.0)),
               float(np.max(inputs.data + np.sqrt(inputs.data), initial=0.0)), 1.0)
     # Room above the tallest bin for the labels (left) and the legend (right).
-    ax.set_ylim(0.0, top * 1.6)
+    ax.set_ylim(0.0, top * headroom)
     ax.set_xlim(edges[0], edges[-1])
-    ax.set_ylabel(_bin_width_label(edges))
-    if show_xlabel:
-        ax.set_xlabel(r"$m_{4\ell}$ [GeV]")
-    ax.legend(loc="upper right", frameon=False, fontsize="small")
+    ax.set_ylabel(_bin_width_label(edges, unit))
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if legend:
+        ax.legend(loc="upper right", frameon=False, fontsize="small")
 
 
 def _draw_data(ax: Axes, inputs: PlotInputs) -> None:
@@ -211,7 +240,7 @@ def _ratio_figure(results: RunResults, inputs: PlotInputs) -> Figure:
     grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
     ax = fig.add_subplot(grid[0])
     rax = fig.add_subplot(grid[1], sharex=ax)
-    _draw_main(ax, inputs, show_xlabel=False)
+    _draw_main(ax, inputs, xlabel=None)
     ax.tick_params(labelbottom=False)
     _labels(ax, results, r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$")
 
@@ -230,19 +259,96 @@ def _ratio_figure(results: RunResults, inputs: PlotInputs) -> Figure:
     rax.axhline(1.0, color="0.3", linestyle="--", linewidth=1)
     rax.set_ylim(0.0, 2.5)
     rax.set_ylabel(f"{inputs.data_label or 'Data'} / MC")
-    rax.set_xlabel(r"$m_{4\ell}$ [GeV]")
+    rax.set_xlabel(M4L_LABEL)
+    _stamp(fig, results)
+    return fig
+
+
+CONTROLS_STEM = "controls"
+CONTROLS_CHANNELS_STEM = "controls_channels"
+CONTROLS_BY_CHANNEL = ("m_z1", "m_z2")
+"""The control distributions drawn per channel: the Z masses differ between 4e, 4μ and 2e2μ."""
+
+
+def _controls_figure(results: RunResults, stacked_groups: Sequence[str] | None) -> Figure:
+    """Every control distribution, all channels summed: the Z masses and the legend on the first
+    row, then one row per lepton quantity."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16.0, 13.0))
+    grid = fig.add_gridspec(4, 4, hspace=0.35, wspace=0.3, left=0.06, right=0.98, top=0.97, bottom=0.06)
+    slots = [(0, 0), (0, 1), *((1 + j // 4, j % 4) for j in range(len(results.controls) - 2))]
+    last = None
+    for axis, (row, col) in zip(results.controls, slots, strict=False):
+        ax = fig.add_subplot(grid[row, col])
+        last = control_inputs(results, axis, None, stacked_groups)
+        _draw_main(ax, last, xlabel=axis.label, unit=axis.unit, legend=False, headroom=1.3)
+        _few_ticks(ax)
+    key = fig.add_subplot(grid[0, 2:])
+    key.axis("off")
+    if last is not None:
+        _key(key, results, fig.axes[0], columns=2)
+    _stamp(fig, results)
+    return fig
+
+
+def _few_ticks(ax: Axes) -> None:
+    """No minor ticks on a grid's small panels: making the ATLAS style's dense ticks is most of a
+    grid's drawing time, and they are unreadable at that size anyway."""
+    ax.minorticks_off()
+    ax.locator_params(nbins=5)
+
+
+def _key(ax: Axes, results: RunResults, source: Axes, columns: int) -> None:
+    """The ATLAS label, the process and the legend of ``source``'s entries, on an empty panel."""
+    import mplhep
+
+    mplhep.atlas.label(text="Open Data", ax=ax, data=results.data.kind == "real", lumi=f"{results.luminosity_fb:g}",
+                       com=13, loc=4, fontsize="medium")
+    ax.text(0.02, 0.7, r"$H \rightarrow ZZ^{*} \rightarrow 4\ell$, selected events", transform=ax.transAxes,
+            fontsize="medium", va="top")
+    handles, labels = source.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="lower left", frameon=False, ncols=columns, fontsize="small")
+
+
+def _controls_channels_figure(results: RunResults, stacked_groups: Sequence[str] | None) -> Figure:
+    """The Z masses per channel: one row per channel."""
+    from matplotlib.figure import Figure
+
+    shown = [axis for axis in results.controls if axis.name in CONTROLS_BY_CHANNEL]
+    fig = Figure(figsize=(5.0 * len(shown) + 5.0, 4.0 * len(results.channels)))
+    grid = fig.add_gridspec(len(results.channels), len(shown) + 1, hspace=0.35, wspace=0.3, left=0.08,
+                            right=0.98, top=0.97, bottom=0.07)
+    for row, channel in enumerate(results.channels):
+        for col, axis in enumerate(shown):
+            ax = fig.add_subplot(grid[row, col])
+            _draw_main(ax, control_inputs(results, axis, channel, stacked_groups), xlabel=axis.label,
+                       unit=axis.unit, legend=False, headroom=1.3)
+            _few_ticks(ax)
+            ax.text(0.05, 0.93, rf"${CHANNEL_TITLES.get(channel, channel)}$", transform=ax.transAxes,
+                    fontsize="large", va="top")
+    key = fig.add_subplot(grid[0, len(shown)])
+    key.axis("off")
+    if shown:
+        _key(key, results, fig.axes[0], columns=1)
     _stamp(fig, results)
     return fig
 
 
 def figure_stems(channels: Sequence[str]) -> tuple[str, ...]:
     """The file stems of a run's figures, in the order they are listed in ``outputs``."""
-    return ("m4l", *(f"m4l_{channel}" for channel in channels), "m4l_ratio")
+    return ("m4l", *(f"m4l_{channel}" for channel in channels), "m4l_ratio", CONTROLS_STEM, CONTROLS_CHANNELS_STEM)
 
 
 def build_figure(results: RunResults, stem: str, stacked_groups: Sequence[str] | None = None) -> Figure | None:
     """One of the run's figures (see ``figure_stems``), not yet saved; call inside ``_style()``.
-    None for the ratio when there is no MC or no data to divide."""
+    None for the ratio when there is no MC or no data to divide, and for the control grids of
+    results without control distributions."""
+    if stem in {CONTROLS_STEM, CONTROLS_CHANNELS_STEM}:
+        if not results.controls:
+            return None
+        draw = _controls_figure if stem == CONTROLS_STEM else _controls_channels_figure
+        return draw(results, stacked_groups)
     if stem == "m4l_ratio":
         ratio_inputs = plot_inputs(results, None, stacked_groups)
         if not ratio_inputs.entries or ratio_inputs.data_label is None:

@@ -28,8 +28,10 @@ REPORT_FILE = "report.html"
 UNKNOWN = "unknown"
 """The state shown for a folder whose status cannot be read and that has no results."""
 MAX_LISTED_FAILURES = 20
-PLOT_CAPTIONS = {"m4l_4e": "4e channel", "m4l_4mu": "4μ channel", "m4l_2e2mu": "2e2μ channel",
-                 "m4l_ratio": "with data/MC ratio", "m4l_prefit_postfit": "fit model before and after the fit"}
+PLOT_CAPTIONS = {"m4l_4e": "m4l, 4e channel", "m4l_4mu": "m4l, 4μ channel", "m4l_2e2mu": "m4l, 2e2μ channel",
+                 "m4l_ratio": "m4l with data/MC ratio", "m4l_prefit_postfit": "m4l: fit model before and after the fit",
+                 "controls": "Z candidate masses and lepton pT, η, φ (ℓ1…ℓ4 in the selection's order), all channels",
+                 "controls_channels": "Z candidate masses per channel"}
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,8 @@ def render_run_list(output: Path, runs: Sequence[RunFolder]) -> str:
     return page("atlaspipe runs", body, live=True)
 
 
-def _plots_html(run_dir: Path, results: RunResults) -> str:
+def _plots_html(run_dir: Path, results: RunResults, controls: bool = False) -> str:
+    """The m4l figures, or with ``controls`` the control distributions' grids."""
     outputs = results.outputs
 
     def figure(stem: str) -> str:
@@ -298,15 +301,20 @@ def _plots_html(run_dir: Path, results: RunResults) -> str:
             return ""
         pdf = outputs.get(f"{stem}_pdf", f"{stem}.pdf")
         link = f' · <a href="{_e(pdf)}">PDF</a>' if (run_dir / pdf).is_file() else ""
-        cls = ' class="main"' if stem == "m4l" else ""
-        caption = PLOT_CAPTIONS.get(stem, "all channels")
+        cls = ' class="main"' if stem in {"m4l", "controls"} else ""
+        caption = PLOT_CAPTIONS.get(stem, "m4l, all channels")
         return (f'<figure{cls}><img src="{_e(png)}" alt="{_e(stem)}" id="plot-{_e(stem)}">'
-                f"<figcaption>m4l, {_e(caption)}{link}</figcaption></figure>")
+                f"<figcaption>{_e(caption)}{link}</figcaption></figure>")
 
-    rows = ["".join(figure(s) for s in ("m4l", "m4l_ratio")),
-            "".join(figure(f"m4l_{c}") for c in results.channels), figure("m4l_prefit_postfit")]
+    if controls:
+        rows = [figure("controls"), figure("controls_channels")]
+        empty = "<p class=\"muted\">No control distributions.</p>"
+    else:
+        rows = ["".join(figure(s) for s in ("m4l", "m4l_ratio")),
+                "".join(figure(f"m4l_{c}") for c in results.channels), figure("m4l_prefit_postfit")]
+        empty = "<p class=\"muted\">No plots yet.</p>"
     if not any(rows):
-        return "<p class=\"muted\">No plots yet.</p>"
+        return empty
     return "".join(f'<div class="plots">{row}</div>' for row in rows if row)
 
 
@@ -493,6 +501,7 @@ def render_run_page(run: RunFolder, live: bool) -> str:
     if results is not None:
         parts += [_partial_html(results), _excluded_html(results),
                   "<h2>m4l distribution</h2>", _plots_html(run.path, results),
+                  "<h2>Control distributions</h2>", _plots_html(run.path, results, controls=True),
                   "<h2>Significance</h2>", _significance_html(results),
                   "<h2>Profile-likelihood fit (pyhf)</h2>", _fit_html(results),
                   "<h2>Yields</h2>", _yields_html(run.path, results),

@@ -22,7 +22,7 @@ from atlaspipe.physics.selection import (
     select_2020,
     select_2025e,
 )
-from atlaspipe.pipeline.processing import histogram_arrays
+from atlaspipe.pipeline.processing import control_arrays, histogram_arrays
 
 E, MU = 11, 13
 
@@ -79,6 +79,36 @@ def test_four_lepton_mass_of_two_back_to_back_pairs() -> None:
     phi = np.array([[0.0, math.pi, math.pi / 2, -math.pi / 2]])
     mass = four_lepton_mass(pt, eta, phi, pt.copy())
     assert mass[0] == pytest.approx(200.0, rel=1e-12)
+
+
+def test_z_candidates_by_hand() -> None:
+    # Massless leptons at eta = 0, so E = pT and a back-to-back pair (phi 0 and -pi) has m = 2 sqrt(pT1 pT2).
+    # Event 1, e+e- mu+mu-: m_ee = 2 sqrt(45 * 45) = 90, m_mumu = 2 sqrt(20 * 5) = 20.
+    # Event 2, mu+mu- mu+mu-: pairs (0,1) 100, (2,3) 2 sqrt(42.32 * 2) = 18.4, (1,2) 2 sqrt(50 * 42.32) = 92
+    #   and (0,3) 2 sqrt(50 * 2) = 20: Z1 is (1,2), nearer 91.19 GeV than (0,1), so Z2 is (0,3).
+    # Event 3, e+e+ mu-mu-: passes the notebook's sums but has no same-flavour opposite-sign pair.
+    events = ak.Array([
+        {"lep_pt": [45e3, 45e3, 20e3, 5e3], "lep_phi": [0.0, -math.pi, math.pi / 2, -math.pi / 2],
+         "lep_charge": [1, -1, 1, -1], "lep_type": [E, E, MU, MU]},
+        {"lep_pt": [50e3, 50e3, 42.32e3, 2e3], "lep_phi": [0.0, -math.pi, 0.0, -math.pi],
+         "lep_charge": [1, -1, 1, -1], "lep_type": [MU, MU, MU, MU]},
+        {"lep_pt": [50e3, 40e3, 30e3, 20e3], "lep_phi": [0.0, 1.0, 2.0, 3.0],
+         "lep_charge": [1, 1, -1, -1], "lep_type": [E, E, MU, MU]},
+    ])
+    events = ak.zip({**{f: events[f] for f in events.fields}, "lep_eta": events["lep_pt"] * 0.0,
+                     "lep_E": events["lep_pt"]}, depth_limit=1)
+    selected = analyse(events, "2020", is_mc=False, to_gev=1e-3)
+    assert selected.channel.tolist() == [2, 1, 2]
+    assert selected.m_z1_gev[:2] == pytest.approx([90.0, 92.0], rel=1e-9)
+    assert selected.m_z2_gev[:2] == pytest.approx([20.0, 20.0], rel=1e-9)
+    assert np.isnan(selected.m_z1_gev[2]) and np.isnan(selected.m_z2_gev[2])
+    assert selected.lepton_pt_gev[1].tolist() == pytest.approx([50.0, 50.0, 42.32, 2.0], rel=1e-12)
+    filled = control_arrays(selected)
+    m_z1, _ = filled["m_z1"]  # 16 bins of 5 GeV from 40: [90, 95) is bin 10, 11 with the underflow
+    assert m_z1[:, 11].tolist() == [0.0, 1.0, 1.0] and m_z1.sum() == 2  # event 3 is not filled
+    m_z2, _ = filled["m_z2"]  # 10 GeV bins from 0: [20, 30) is bin 3 with the underflow
+    assert m_z2[:, 3].tolist() == [0.0, 1.0, 1.0] and m_z2.sum() == 2
+    assert filled["lep1_pt"][0].sum() == 3  # the leptons of every event are
 
 
 def test_weights_2020_multiply_in_float64() -> None:
@@ -173,9 +203,11 @@ def test_2020_pt_order_changes_nothing_on_pt_ordered_files() -> None:
 
 def test_histogram_edges_are_half_open() -> None:
     edges = analysis_config().bin_edges()
+    kinematics = np.zeros((6, 4))
     selected = SelectedEvents(
         m4l_gev=np.array([79.999, 80.0, 84.999, 85.0, 249.999, 250.0]),
-        weight=np.ones(6), channel=np.zeros(6, dtype=np.int64), rows=np.arange(6),
+        weight=np.ones(6), channel=np.zeros(6, dtype=np.int64), lepton_pt_gev=kinematics, lepton_eta=kinematics,
+        lepton_phi=kinematics, m_z1_gev=np.zeros(6), m_z2_gev=np.zeros(6), rows=np.arange(6),
     )
     sumw, _ = histogram_arrays(selected, edges)
     assert sumw[0, 0] == 1  # underflow

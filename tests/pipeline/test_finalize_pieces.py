@@ -14,7 +14,8 @@ from atlaspipe.results.outputs import FIT_PIECE, Rendered, piece_names, write_ou
 
 
 def test_pieces_are_the_fit_then_every_figure() -> None:
-    assert piece_names(("4e", "4mu", "2e2mu")) == (FIT_PIECE, "m4l", "m4l_4e", "m4l_4mu", "m4l_2e2mu", "m4l_ratio")
+    assert piece_names(("4e", "4mu", "2e2mu")) == (FIT_PIECE, "m4l", "m4l_4e", "m4l_4mu", "m4l_2e2mu", "m4l_ratio",
+                                                   "controls", "controls_channels")
     graph = finishing(create_app("memory://", "cache+memory://"), "r1")
     assert [(t.name, tuple(t.args)) for t in graph.tasks] == [(RENDER_TASK, ("r1", p)) for p in piece_names(
         ("4e", "4mu", "2e2mu"))]

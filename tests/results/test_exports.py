@@ -301,3 +301,29 @@ def test_prefit_and_postfit_expectations_follow_the_fit(fitted_run: RunOutcome) 
     assert ratio == pytest.approx(results.fit.mu, rel=0.05)
     assert not np.array_equal(expected.postfit, expected.prefit)
     assert np.array_equal(expected.data, np.asarray(results.data.m4l.values))
+
+
+def test_control_distributions_are_exported_and_shown(embedded_run: RunOutcome) -> None:
+    import uproot
+
+    results = _results(embedded_run)
+    assert [axis.name for axis in results.controls][:2] == ["m_z1", "m_z2"] and len(results.controls) == 14
+    from_json = read_uhi_json(embedded_run.run_dir / "histograms.json")
+    with uproot.open(embedded_run.run_dir / "histograms.root") as root_file:
+        for axis in (results.controls[0], results.controls[-1]):
+            for channel in ("all", "4mu"):
+                channels = results.channels if channel == "all" else (channel,)
+                data = sum(_flow(results.data.controls[axis.name][c]) for c in channels)
+                zz = sum(_flow(results.samples[m].controls[axis.name][c])
+                         for m in results.group("background_zz").samples for c in channels)  # type: ignore[union-attr]
+                for key, want in ((f"controls/{axis.name}/{channel}/data", data),
+                                  (f"controls/{axis.name}/{channel}/groups/background_zz", zz)):
+                    for got in (root_file[key].to_hist(), from_json[key]):
+                        assert list(got.axes[0].edges) == pytest.approx(axis.bin_edges, rel=1e-12), key
+                        view = got.view(flow=True)
+                        np.testing.assert_allclose(np.array([view.value, view.variance]), want, rtol=1e-12,
+                                                   err_msg=key)
+    html = (embedded_run.run_dir / "report.html").read_text("utf-8")
+    assert "<h2>Control distributions</h2>" in html
+    assert 'id="plot-controls"' in html and 'id="plot-controls_channels"' in html
+    assert (embedded_run.run_dir / "controls.png").stat().st_size > 10_000

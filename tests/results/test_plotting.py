@@ -103,6 +103,38 @@ def test_figures_carry_the_labels_and_drawn_values() -> None:
     assert "4\\mu" in " ".join(_texts(figures["m4l_4mu"]))
 
 
+def test_control_grids_draw_the_control_histograms() -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from atlaspipe.generate.embedded import embedded_sample_dir
+    from tests.runs import reference_results
+
+    results = reference_results([embedded_sample_dir()], 700)
+    # Every selected data event has its four leptons in the lepton histograms, flow bins included.
+    lep1_pt = results.data.controls["lep1_pt"]
+    assert sum(h.total + h.underflow + h.overflow for h in lep1_pt.values()) == results.data.events_selected
+    from atlaspipe.results.plotting import _style, build_figure
+
+    with _style():
+        figures = {stem: build_figure(results, stem) for stem in ("controls", "controls_channels")}
+
+    def data_points(ax: Any) -> Any:
+        points = next(c for c in ax.containers if c.get_label() == "Pseudo-data")
+        assert isinstance(points, ErrorbarContainer)
+        return points.lines[0].get_data()[1]
+
+    panels = [ax for ax in figures["controls"].axes if ax.get_xlabel()]
+    assert [ax.get_xlabel() for ax in panels] == [axis.label for axis in results.controls]
+    for ax, axis in zip(panels, results.controls, strict=True):
+        data = sum(np.asarray(results.data.controls[axis.name][c].values) for c in results.channels)
+        np.testing.assert_allclose(data_points(ax), data[data > 0], err_msg=axis.name)
+    by_channel = [ax for ax in figures["controls_channels"].axes if ax.get_xlabel()]
+    assert len(by_channel) == 2 * len(results.channels)
+    m_z2_4mu = np.asarray(results.data.controls["m_z2"]["4mu"].values)
+    np.testing.assert_allclose(data_points(by_channel[3]), m_z2_4mu[m_z2_4mu > 0])
+    assert "Events / 0.5" in _texts(figures["controls"])
+
+
 def test_bin_width_label_follows_the_binning() -> None:
     results = make_results()
     edges = np.asarray(results.bin_edges)
