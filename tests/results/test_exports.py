@@ -130,6 +130,29 @@ def test_pyhf_fit_of_the_workspace_gives_the_run_mu(fitted_run: RunOutcome) -> N
     assert float(best[model.config.poi_index]) == pytest.approx(results.fit.mu, abs=1e-4)
 
 
+def test_significances_are_pyhfs_hypotest_of_the_workspace(embedded_run: RunOutcome) -> None:
+    # The simultaneous fit's significances come from the same code; pyhf's hypotest of its
+    # 105-parameter model takes seconds more than this one, so it is checked on the combined fit.
+    import pyhf
+    from scipy.stats import norm
+
+    results = _results(embedded_run)
+    assert results.fit is not None and results.fit.significance_observed is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workspace = pyhf.Workspace(_workspace(embedded_run))
+        model = workspace.model()
+        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-5))
+        try:
+            p_obs, p_exp = pyhf.infer.hypotest(0.0, workspace.data(model), model, test_stat="q0",
+                                               return_expected=True)
+        finally:
+            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    assert results.fit.significance_observed == pytest.approx(float(norm.isf(float(p_obs))), rel=1e-3)
+    assert results.fit.significance_expected == pytest.approx(float(norm.isf(float(p_exp))), rel=1e-3)
+    assert results.fit.p_value_observed == pytest.approx(float(p_obs), rel=1e-2)
+
+
 def test_cabinetry_loads_and_fits_the_workspace(embedded_run: RunOutcome) -> None:
     cabinetry = pytest.importorskip("cabinetry", reason="cabinetry is not installed (pip install cabinetry)")
     results = _results(embedded_run)
