@@ -132,10 +132,11 @@ def read_uhi_json(path: Path) -> dict[str, WeightedHist]:
     return {key: hist_module.Hist(value) for key, value in raw.items()}
 
 
-def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
+def write_exports(results: RunResults, run_dir: Path, fit_figures: dict[str, str] | None = None) -> dict[str, str]:
     """Write ``workspace.json`` (when the run has a fit), ``histograms.root``, ``histograms.json`` and
     the fit's figures (pre-/post-fit, pulls, likelihood scan) into ``run_dir``; the written files by
-    output kind, for results.json's ``outputs``."""
+    output kind, for results.json's ``outputs``. ``fit_figures``: the fit's figures, when the fit
+    piece has drawn them already."""
     written: dict[str, str] = {}
     spec = run_workspace(results)
     if spec is not None:
@@ -145,8 +146,10 @@ def write_exports(results: RunResults, run_dir: Path) -> dict[str, str]:
     write_root(histograms, run_dir / HISTOGRAMS_ROOT)
     files.write_text(run_dir / HISTOGRAMS_JSON, uhi_json(histograms))
     written.update(histograms_root=HISTOGRAMS_ROOT, histograms_json=HISTOGRAMS_JSON)
-    from atlaspipe.results.fitplots import draw_fit_figures
+    if fit_figures is None:
+        from atlaspipe.results.fitplots import draw_fit_figures
 
-    written.update(draw_fit_figures(results, run_dir))
+        fit_figures = draw_fit_figures(results, run_dir)
+    written.update(fit_figures)
     return written
 

@@ -38,6 +38,7 @@ class Rendered:
     statistics: tuple[Significance | None, FitResult | None] | None = None
     """The fit piece's answer; None if it did not answer (then ``write_outputs`` fits itself)."""
     figures: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each figure piece's files by stem; under ``FIT_PIECE``, the fit's own figures."""
     started: float | None = None
     error: str | None = None
 
@@ -54,6 +55,8 @@ class Rendered:
                 significance, fit = piece.get("significance"), piece.get("fit")
                 found = (None if significance is None else Significance.from_jsonable(significance, "fit piece"),
                          None if fit is None else FitResult.from_jsonable(fit, "fit piece"))
+                if "outputs" in piece:
+                    figures[FIT_PIECE] = dict(piece["outputs"])
             else:
                 figures[piece["piece"]] = dict(piece["outputs"])
         starts = [float(p["started"]) for p in pieces if p.get("started") is not None]
@@ -86,9 +89,15 @@ def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunR
     if results is None:
         return {**answer, "partial": True}
     if piece == FIT_PIECE:
+        from atlaspipe.results.fitplots import draw_fit_figures
+
         significance, fit = _statistics(results, plan)
         answer.update(significance=None if significance is None else significance.to_jsonable(),
                       fit=None if fit is None else fit.to_jsonable())
+        # The fit's figures need only the fit: drawn here, they run beside the other figures
+        # instead of after all of them in write_outputs.
+        fitted = results.model_copy(update={"significance": significance, "fit": fit})
+        answer["outputs"] = draw_fit_figures(fitted, request.run_dir)
     else:
         from atlaspipe.results import plotting
 
@@ -137,7 +146,8 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
             figure = plotting.draw_figure(results, stem, run_dir, list(plan.config.stacked_groups or []) or None)
         outputs.update(figure)
     outputs.update(tables.write_yield_tables(results, run_dir))
-    outputs.update(exports.write_exports(results, run_dir))
+    fit_figures = rendered.figures.get(FIT_PIECE) if rendered is not None and rendered.statistics is not None else None
+    outputs.update(exports.write_exports(results, run_dir, fit_figures=fit_figures))
     outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
     results = results.model_copy(update={"outputs": outputs})
     timings["finalize_seconds"] = time.time() - begun

@@ -39,6 +39,9 @@ def test_embedded_sample_on_workers_is_bit_identical_to_in_process(stage_workers
     assert histograms(distributed) == histograms(local)
     assert distributed.significance is not None and (distributed.significance.notebook or 0) > 0
     assert (run_dir / "m4l.png").stat().st_size > 0
+    # The fit's figures are drawn by the fit piece on the plot worker, and listed like the others.
+    for kind in ("m4l_prefit_postfit_png", "fit_pulls_png", "fit_scan_png"):
+        assert (run_dir / distributed.outputs[kind]).stat().st_size > 0
     manifest = Manifest.read(run_dir / "manifest.json")
     assert manifest.executor == "celery"
     assert all((i.checksum or "").startswith("sha256:") for i in manifest.inputs)

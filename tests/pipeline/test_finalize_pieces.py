@@ -28,13 +28,15 @@ def test_rendered_pieces_are_gathered_in_any_order() -> None:
     fit = FitResult(mu=1.1, background_norm_uncertainty=0.1, staterror=True, mu_upper=20.0, method="pyhf")
     pieces = [
         {"piece": "m4l_ratio", "started": 12.0, "outputs": {"m4l_ratio_png": "m4l_ratio.png"}},
-        {"piece": FIT_PIECE, "started": 10.5, "significance": significance.to_jsonable(), "fit": fit.to_jsonable()},
+        {"piece": FIT_PIECE, "started": 10.5, "significance": significance.to_jsonable(), "fit": fit.to_jsonable(),
+         "outputs": {"fit_pulls_png": "fit_pulls.png"}},
         {"piece": "m4l", "started": 11.0, "outputs": {"m4l_png": "m4l.png", "m4l_pdf": "m4l.pdf"}},
     ]
     rendered = Rendered.from_pieces(pieces)
     assert rendered.statistics == (significance, fit)
     assert rendered.figures == {"m4l_ratio": {"m4l_ratio_png": "m4l_ratio.png"},
-                                "m4l": {"m4l_png": "m4l.png", "m4l_pdf": "m4l.pdf"}}
+                                "m4l": {"m4l_png": "m4l.png", "m4l_pdf": "m4l.pdf"},
+                                FIT_PIECE: {"fit_pulls_png": "fit_pulls.png"}}
     assert rendered.started == 10.5 and rendered.error is None
 
 
