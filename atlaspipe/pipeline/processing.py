@@ -8,10 +8,11 @@ never per-event arrays.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import awkward as ak
 import numpy as np
@@ -55,22 +56,48 @@ def histogram_arrays(selected: SelectedEvents, edges: list[float]) -> tuple[Floa
 
 def control_arrays(selected: SelectedEvents) -> dict[str, tuple[FloatArray, FloatArray]]:
     """:func:`histogram_arrays` of each control distribution, by name. An event whose value is NaN
-    (no Z candidates) is not filled: hist would count it in the overflow bin."""
+    (no Z candidates) is not filled: hist would count it in the overflow bin.
+
+    Every variable goes into one histogram of (variable, bin with flow, channel), each value's bin
+    found by its own regular axis: one fill instead of one per variable, whose fixed cost was most
+    of a small chunk's (1.8 → 0.2 ms for a one-event chunk). Each bin receives the same values in
+    the same order as a fill of its variable alone, so the sums are bit-identical to that.
+    """
     import hist
 
-    out = {}
     by_name = control_values(selected)
-    for variable in CONTROL_VARIABLES:
+    variables, bins, channels, weights = [], [], [], []
+    for index, (variable, axis) in enumerate(zip(CONTROL_VARIABLES, _control_axes(), strict=True)):
         values = by_name[variable.name]
-        # A regular axis fills several times faster than the same edges as a variable axis.
-        axis = hist.axis.Regular(variable.bins, variable.lo, variable.hi)
         defined = ~np.isnan(values)
-        if defined.all():
-            out[variable.name] = _channel_histogram(axis, values, selected.channel, selected.weight)
-        else:
-            out[variable.name] = _channel_histogram(axis, values[defined], selected.channel[defined],
-                                                    selected.weight[defined])
-    return out
+        channel, weight = selected.channel, selected.weight
+        if not defined.all():
+            values, channel, weight = values[defined], channel[defined], weight[defined]
+        # The axis's own index (-1 underflow, ``bins`` overflow), shifted so the flow bins are 0 and bins+1.
+        # (boost-histogram's stubs declare one value; the axis takes arrays.)
+        bins.append(np.asarray(axis.index(cast(Any, values)), dtype=np.int64) + 1)
+        variables.append(np.full(len(values), index, dtype=np.int64))
+        channels.append(channel)
+        weights.append(weight)
+    width = max(v.bins for v in CONTROL_VARIABLES) + 2
+    histogram = hist.Hist(hist.axis.Integer(0, len(CONTROL_VARIABLES), underflow=False, overflow=False),
+                          hist.axis.Integer(0, width, underflow=False, overflow=False),
+                          hist.axis.Integer(0, len(CHANNELS), underflow=False, overflow=False),
+                          storage=hist.storage.Weight())
+    histogram.fill(np.concatenate(variables), np.concatenate(bins), np.concatenate(channels),
+                   weight=np.concatenate(weights))
+    view = histogram.view()
+    return {variable.name: (np.ascontiguousarray(view.value[index, : variable.bins + 2].T, dtype=np.float64),
+                            np.ascontiguousarray(view.variance[index, : variable.bins + 2].T, dtype=np.float64))
+            for index, variable in enumerate(CONTROL_VARIABLES)}
+
+
+@functools.cache
+def _control_axes() -> tuple[hist.axis.Regular, ...]:
+    import hist
+
+    # A regular axis finds a bin several times faster than the same edges as a variable axis.
+    return tuple(hist.axis.Regular(variable.bins, variable.lo, variable.hi) for variable in CONTROL_VARIABLES)
 
 
 def _channel_histogram(axis: hist.axis.Regular | hist.axis.Variable, values: FloatArray, channel: npt.NDArray[np.int64],
