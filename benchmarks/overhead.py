@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -34,30 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from compare import Cluster, Services, private_redis, run_distributed  # noqa: E402
 
-
-def write_tiny_events_file(path: Path, entries: int) -> None:
-    """A valid 2020-schema data file of ``entries`` identical four-muon events."""
-    import awkward as ak
-    import numpy as np
-    import uproot
-
-    counts = np.full(entries, 4, dtype=np.int32)
-
-    def jagged(values: list[float], dtype: Any) -> Any:
-        return ak.unflatten(np.tile(np.asarray(values, dtype=dtype), entries), counts)
-
-    with uproot.recreate(path) as handle:
-        handle.mktree("mini", {
-            "lep_n": np.int32, "lep_pt": "var * float32", "lep_eta": "var * float32",
-            "lep_phi": "var * float32", "lep_E": "var * float32", "lep_charge": "var * int32",
-            "lep_type": "var * uint32",
-        }, counter_name=lambda _: "lep_n")
-        handle["mini"].extend({
-            "lep_n": counts, "lep_pt": jagged([5e4, 4e4, 3e4, 2e4], np.float32),
-            "lep_eta": jagged([0.1, -0.4, 0.8, 1.2], np.float32), "lep_phi": jagged([0.0, 2.0, 4.0, 1.0], np.float32),
-            "lep_E": jagged([6e4, 5e4, 4e4, 5e4], np.float32), "lep_charge": jagged([1, -1, 1, -1], np.int32),
-            "lep_type": jagged([13, 13, 13, 13], np.uint32),
-        })
+from tests.runs import write_many_entries_file  # noqa: E402
 
 
 def vhost(name: str) -> str:
@@ -118,7 +94,7 @@ def main() -> int:
     inputs = tmp / "inputs"
     inputs.mkdir()
     tiny = inputs / "data_A.4lep.root"
-    write_tiny_events_file(tiny, args.tasks)
+    write_many_entries_file(tiny, args.tasks)
     embedded = inputs / "embedded"
     shutil.copytree(embedded_sample_dir(), embedded)
     sides = {"before": args.before.resolve(), "after": REPO}

@@ -58,9 +58,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ATLASPIPE_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/unused-by-scaling")
 
 from compare import Cluster, Services, machine, versions  # noqa: E402
-from overhead import write_tiny_events_file  # noqa: E402
 
 from tests.private_services import PrivateRabbitMQ, PrivateRedis  # noqa: E402
+from tests.runs import write_many_entries_file  # noqa: E402
 
 if TYPE_CHECKING:
     from atlaspipe.model import RunPlan
@@ -239,7 +239,7 @@ def measure_chunk_cost(node: Node, tmp: Path, sizes: tuple[int, int]) -> ChunkCo
     for entries in (8, *sizes):
         folder = inputs / f"e{entries}"
         folder.mkdir()
-        write_tiny_events_file(folder / "data_A.4lep.root", entries)
+        write_many_entries_file(folder / "data_A.4lep.root", entries)
         files.append(folder / "data_A.4lep.root")
     cluster.start()
     try:

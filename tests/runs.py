@@ -53,3 +53,28 @@ def run_dir_of(completed: subprocess.CompletedProcess[str]) -> Path:
         if "outputs will be in" in line:
             return Path(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no run folder in the submitter's output:\n{completed.stderr}")
+
+
+def write_many_entries_file(path: Path, entries: int) -> None:
+    """A valid 2020-schema data file with ``entries`` identical four-muon events."""
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    counts = np.full(entries, 4, dtype=np.int32)
+
+    def jagged(values: list[float], dtype: Any) -> ak.Array:
+        return ak.unflatten(np.tile(np.asarray(values, dtype=dtype), entries), counts)
+
+    with uproot.recreate(path) as handle:
+        handle.mktree("mini", {
+            "lep_n": np.int32, "lep_pt": "var * float32", "lep_eta": "var * float32",
+            "lep_phi": "var * float32", "lep_E": "var * float32", "lep_charge": "var * int32",
+            "lep_type": "var * uint32",
+        }, counter_name=lambda _: "lep_n")
+        handle["mini"].extend({
+            "lep_n": counts, "lep_pt": jagged([5e4, 4e4, 3e4, 2e4], np.float32),
+            "lep_eta": jagged([0.1, -0.4, 0.8, 1.2], np.float32), "lep_phi": jagged([0.0, 2.0, 4.0, 1.0], np.float32),
+            "lep_E": jagged([6e4, 5e4, 4e4, 5e4], np.float32), "lep_charge": jagged([1, -1, 1, -1], np.int32),
+            "lep_type": jagged([13, 13, 13, 13], np.uint32),
+        })

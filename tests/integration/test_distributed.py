@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import uproot
 from atlaspipe.generate.embedded import embedded_sample_dir
 from atlaspipe.model import Manifest, RunResults
 from tests.conftest import BACKEND_URL, WorkerPool
-from tests.runs import histograms, reference_results, run_dir_of
+from tests.runs import histograms, reference_results, run_dir_of, write_many_entries_file
 from tests.runs import submit as run_submit
 
 pytestmark = pytest.mark.integration
@@ -58,28 +57,6 @@ def test_two_process_workers_share_the_chunks(stage_workers: WorkerPool) -> None
     manifest = Manifest.read(run_dir_of(completed) / "manifest.json")
     process_workers = {w for w in manifest.workers if w.startswith("process")}
     assert second in process_workers and len(process_workers) == 2, manifest.workers
-
-
-def write_many_entries_file(path: Path, entries: int) -> None:
-    """A valid 2020-schema data file with ``entries`` identical four-muon events."""
-    counts = np.full(entries, 4, dtype=np.int32)
-    import awkward as ak
-
-    def jagged(values: list[float], dtype: Any) -> ak.Array:
-        return ak.unflatten(np.tile(np.asarray(values, dtype=dtype), entries), counts)
-
-    with uproot.recreate(path) as handle:
-        handle.mktree("mini", {
-            "lep_n": np.int32, "lep_pt": "var * float32", "lep_eta": "var * float32",
-            "lep_phi": "var * float32", "lep_E": "var * float32", "lep_charge": "var * int32",
-            "lep_type": "var * uint32",
-        }, counter_name=lambda _: "lep_n")
-        handle["mini"].extend({
-            "lep_n": counts, "lep_pt": jagged([5e4, 4e4, 3e4, 2e4], np.float32),
-            "lep_eta": jagged([0.1, -0.4, 0.8, 1.2], np.float32), "lep_phi": jagged([0.0, 2.0, 4.0, 1.0], np.float32),
-            "lep_E": jagged([6e4, 5e4, 4e4, 5e4], np.float32), "lep_charge": jagged([1, -1, 1, -1], np.int32),
-            "lep_type": jagged([13, 13, 13, 13], np.uint32),
-        })
 
 
 def test_two_thousand_tiny_chunks_stay_within_the_size_limits(stage_workers: WorkerPool) -> None:
