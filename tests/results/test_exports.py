@@ -3,8 +3,10 @@ uproot reads ``histograms.root`` and uhi/hist read ``histograms.json``; all comp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,21 +114,31 @@ def test_workspace_is_a_valid_pyhf_workspace_of_the_fit_model(fitted_run: RunOut
     assert signal == pytest.approx(results.fit.n_signal, rel=1e-12)
 
 
+@contextlib.contextmanager
+def pyhf_minuit(tolerance: float) -> Iterator[None]:
+    """pyhf on MINUIT at ``tolerance`` for the block, then its default optimizer again; pyhf's
+    warnings (its jsonschema use, values at bounds) are silenced meanwhile."""
+    import pyhf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=tolerance))
+        try:
+            yield
+        finally:
+            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+
+
 def test_pyhf_fit_of_the_workspace_gives_the_run_mu(fitted_run: RunOutcome) -> None:
     import pyhf
 
     results = _results(fitted_run)
     assert results.fit is not None and results.fit.mu is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    # A tight tolerance: pyhf's defaults stop ~3e-4 short of the minimum on this flat likelihood.
+    with pyhf_minuit(1e-7):
         workspace = pyhf.Workspace(_workspace(fitted_run))
         model = workspace.model()
-        # A tight tolerance: pyhf's defaults stop ~3e-4 short of the minimum on this flat likelihood.
-        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-7))
-        try:
-            best = pyhf.infer.mle.fit(workspace.data(model), model)
-        finally:
-            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+        best = pyhf.infer.mle.fit(workspace.data(model), model)
     assert float(best[model.config.poi_index]) == pytest.approx(results.fit.mu, abs=1e-4)
 
 
@@ -138,16 +150,10 @@ def test_significances_are_pyhfs_hypotest_of_the_workspace(embedded_run: RunOutc
 
     results = _results(embedded_run)
     assert results.fit is not None and results.fit.significance_observed is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pyhf_minuit(1e-5):
         workspace = pyhf.Workspace(_workspace(embedded_run))
         model = workspace.model()
-        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-5))
-        try:
-            p_obs, p_exp = pyhf.infer.hypotest(0.0, workspace.data(model), model, test_stat="q0",
-                                               return_expected=True)
-        finally:
-            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+        p_obs, p_exp = pyhf.infer.hypotest(0.0, workspace.data(model), model, test_stat="q0", return_expected=True)
     assert results.fit.significance_observed == pytest.approx(float(norm.isf(float(p_obs))), rel=1e-3)
     assert results.fit.significance_expected == pytest.approx(float(norm.isf(float(p_exp))), rel=1e-3)
     assert results.fit.p_value_observed == pytest.approx(float(p_obs), rel=1e-2)
@@ -175,12 +181,6 @@ def test_workspace_channel_is_the_model_the_fit_builds(fitted_run: RunOutcome) -
     assert _workspace(fitted_run)["channels"] == json.loads(json.dumps(expected["channels"]))
 
 
-def _minuit(tolerance: float) -> object:
-    import pyhf
-
-    return pyhf.optimize.minuit_optimizer(tolerance=tolerance)
-
-
 def test_likelihood_scan_is_pyhfs_profile_of_the_workspace(embedded_run: RunOutcome) -> None:
     """Each scan point is −2ΔlnL of pyhf's own fixed-μ fit of workspace.json, started cold; its minimum
     is pyhf's μ̂; pyhf's profile is 1 at the 1σ crossings the plot marks (scan points themselves), and
@@ -190,22 +190,17 @@ def test_likelihood_scan_is_pyhfs_profile_of_the_workspace(embedded_run: RunOutc
     fit = _results(embedded_run).fit
     assert fit is not None and fit.scan is not None and fit.mu is not None
     assert fit.mu_uncertainty_up is not None and fit.mu_uncertainty_down is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pyhf_minuit(1e-7):
         workspace = pyhf.Workspace(_workspace(embedded_run))
         model = workspace.model()
         data = workspace.data(model)
-        pyhf.set_backend("numpy", _minuit(1e-7))
-        try:
-            best, twice_nll_min = pyhf.infer.mle.fit(data, model, return_uncertainties=True, return_fitted_val=True)
+        best, twice_nll_min = pyhf.infer.mle.fit(data, model, return_uncertainties=True, return_fitted_val=True)
 
-            def twice_delta(mu: float) -> float:
-                _, twice_nll = pyhf.infer.mle.fixed_poi_fit(mu, data, model, return_fitted_val=True)
-                return float(twice_nll - twice_nll_min)
+        def twice_delta(mu: float) -> float:
+            _, twice_nll = pyhf.infer.mle.fixed_poi_fit(mu, data, model, return_fitted_val=True)
+            return float(twice_nll - twice_nll_min)
 
-            independent = [twice_delta(mu) if mu != fit.mu else 0.0 for mu in fit.scan.mu]
-        finally:
-            pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+        independent = [twice_delta(mu) if mu != fit.mu else 0.0 for mu in fit.scan.mu]
     poi = model.config.poi_index
     assert len(fit.scan.mu) >= 7 and min(fit.scan.mu) < fit.mu - fit.mu_uncertainty_down
     assert max(fit.scan.mu) > fit.mu + fit.mu_uncertainty_up
