@@ -273,80 +273,86 @@ def has_sfos_pairs(charge: np.ndarray, ltype: np.ndarray) -> BoolArray:
     return np.asarray(sfos_pairings(charge, ltype).any(axis=1))
 
 
-def _four_momenta(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray,
-                  energy: np.ndarray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """(px, py, pz, E) in float64, each (4, events): one contiguous row per lepton, so the pair sums
-    read whole rows instead of strided columns."""
+Momenta = tuple[FloatArray, FloatArray, FloatArray, FloatArray]
+"""(px, py, pz, E) in float64, each (4, events): one contiguous row per lepton."""
+
+
+def four_momenta(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> Momenta:
+    """The leptons' Cartesian four-momenta from (events, 4) arrays, computed once per chunk for both
+    the four-lepton mass and the Z candidates: numpy's float64 cos and sin (~13 ns a value, no SIMD)
+    are most of the selection's cost. Rows per lepton, so the sums read whole rows, not strided columns."""
     pt_rows = np.asarray(pt, dtype=np.float64).T.copy()
     phi_rows = np.asarray(phi, dtype=np.float64).T.copy()
-    return (pt_rows * np.cos(phi_rows), pt_rows * np.sin(phi_rows),
-            pt_rows * np.sinh(np.asarray(eta, dtype=np.float64).T), np.asarray(energy, dtype=np.float64).T.copy())
+    with np.errstate(all="ignore"):
+        return (pt_rows * np.cos(phi_rows), pt_rows * np.sin(phi_rows),
+                pt_rows * np.sinh(np.asarray(eta, dtype=np.float64).T), np.asarray(energy, dtype=np.float64).T.copy())
 
 
-def _pair_mass(momenta: tuple[FloatArray, FloatArray, FloatArray, FloatArray], a: int, b: int) -> FloatArray:
-    """The invariant mass of leptons ``a`` and ``b``; negative for a spacelike sum (rounding on
-    near-collinear pairs), as vector's ``.mass`` gives it."""
+def _mass(px: FloatArray, py: FloatArray, pz: FloatArray, e: FloatArray) -> FloatArray:
+    """Invariant mass, negative for a spacelike sum (rounding on near-collinear leptons), as
+    vector's ``.mass`` gives it. Consumes its arguments: each is a fresh sum, squared in place."""
+    with np.errstate(all="ignore"):
+        for component in (px, py, pz, e):
+            np.multiply(component, component, out=component)
+        px += py
+        px += pz
+        e -= px  # E² − ((px² + py²) + pz²)
+        np.absolute(e, out=px)
+        np.sqrt(px, out=px)
+        return np.asarray(np.copysign(px, e, out=px), dtype=np.float64)
+
+
+def _pair_mass(momenta: Momenta, a: int, b: int) -> FloatArray:
+    """The invariant mass of leptons ``a`` and ``b``."""
     px, py, pz, e = (c[a] + c[b] for c in momenta)
-    squared = e**2 - (px**2 + py**2 + pz**2)
-    return np.asarray(np.copysign(np.sqrt(np.absolute(squared)), squared), dtype=np.float64)
+    return _mass(px, py, pz, e)
 
 
-def z_candidates(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray, charge: np.ndarray,
-                 ltype: np.ndarray, *, to_gev: float) -> tuple[FloatArray, FloatArray]:
+def z_candidates(momenta: Momenta, charge: np.ndarray, ltype: np.ndarray, *,
+                 to_gev: float) -> tuple[FloatArray, FloatArray]:
     """(m_Z1, m_Z2) in GeV of four leptons per event: of the pairings into two same-flavour
     opposite-sign pairs, the pair whose mass is closest to ``Z_MASS_GEV`` is Z1 and the other pair
     of its pairing Z2 (the first in ``PAIRINGS`` order, first pair first, on a tie). NaN for both
-    where no pairing is valid."""
-    momenta = _four_momenta(pt, eta, phi, energy)
-    valid = sfos_pairings(charge, ltype)
-    m_z1 = np.full(len(valid), np.nan)
-    m_z2 = np.full(len(valid), np.nan)
-    closest = np.full(len(valid), np.inf)
+    where no pairing is valid. ``momenta`` are :func:`four_momenta` of the four leptons."""
+    valid = np.ascontiguousarray(sfos_pairings(charge, ltype).T)
+    n = valid.shape[1]
+    # The six candidate pairs as rows, in the tie order (pairing k's first pair, then its second);
+    # walking the rows keeps every pass contiguous, where an argmin across a 6-wide axis is slow.
+    candidates = np.empty((2 * len(PAIRINGS), n))
+    closest = np.full(n, np.inf)
+    nearest = np.zeros(n, dtype=np.int64)
+    distance = np.empty(n)
+    better = np.empty(n, dtype=bool)
     for k, (a, b, c, d) in enumerate(PAIRINGS):
-        first = _pair_mass(momenta, a, b) * to_gev
-        second = _pair_mass(momenta, c, d) * to_gev
-        for z1, z2 in ((first, second), (second, first)):
-            distance = np.abs(z1 - Z_MASS_GEV)
-            better = valid[:, k] & (distance < closest)
-            closest = np.where(better, distance, closest)
-            m_z1 = np.where(better, z1, m_z1)
-            m_z2 = np.where(better, z2, m_z2)
+        for row, (i, j) in ((2 * k, (a, b)), (2 * k + 1, (c, d))):
+            mass = candidates[row]
+            np.multiply(_pair_mass(momenta, i, j), to_gev, out=mass)
+            np.subtract(mass, Z_MASS_GEV, out=distance)
+            np.absolute(distance, out=distance)
+            # Strictly nearer: the first of equal distances wins, and a NaN mass never does.
+            np.less(distance, closest, out=better)
+            better &= valid[k]
+            np.copyto(closest, distance, where=better)
+            np.putmask(nearest, better, row)
+    found = closest < np.inf
+    flat = nearest * n + np.arange(n)
+    m_z1 = np.where(found, candidates.ravel()[flat], np.nan)
+    partner = (nearest ^ 1) * n + np.arange(n)  # the other pair of the same pairing
+    m_z2 = np.where(found, candidates.ravel()[partner], np.nan)
     return m_z1, m_z2
 
 
-def four_lepton_mass(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
-    """|p1+p2+p3+p4| for (events, 4) arrays, in the unit of the inputs, computed in float64.
+def four_lepton_mass(momenta: Momenta) -> FloatArray:
+    """|p1+p2+p3+p4| of :func:`four_momenta`, in the unit of the inputs, computed in float64.
 
-    The same numpy operations, in the same order, as ``vector``'s (pt, eta, phi, E) sum
-    ((p1+p2)+p3)+p4 and ``.mass``, so the result is bit-identical to
-    :func:`four_lepton_mass_vector` (tests/test_fast_path.py checks it) at a fraction of the cost:
-    vector spends most of its time dispatching and packing structured arrays.
+    Summed in Cartesian components, ((p1+p2)+p3)+p4, from the momenta the Z candidates use too.
+    ``vector``'s (pt, eta, phi, E) sum, as the HZZ notebook does it, converts back to (pt, eta, phi)
+    after each addition: 6 more cos/sin, 3 arctan2 and arcsinh per event, and the same mass to
+    about 1e-14 relative (tests/physics/test_fast_path.py compares them on every generated and real
+    file, histograms included).
     """
-    rho, azim, rap, t = (np.ascontiguousarray(a[:, 0], dtype=np.float64) for a in (pt, phi, eta, energy))
-    with np.errstate(all="ignore"):
-        for i in range(1, 4):
-            rho2, azim2, rap2, t2 = (np.ascontiguousarray(a[:, i], dtype=np.float64)
-                                     for a in (pt, phi, eta, energy))
-            # vector._compute.planar.add.rhophi_rhophi
-            diff = azim2 - azim
-            u = rho2 * np.cos(diff)
-            v = rho2 * np.sin(diff)
-            new_rho = np.sqrt((rho + u) ** 2 + v**2)
-            new_azim = (azim + np.arctan2(v, rho + u) + np.pi) % (2 * np.pi) - np.pi
-            # vector._compute.spatial.add.rhophi_eta_rhophi_eta, then eta.rhophi_z
-            z = rho * np.sinh(rap) + rho2 * np.sinh(rap2)
-            rap = np.arcsinh(z / new_rho)
-            # vector's nan_to_num(..., nan=(z != 0) ? nan : 0, posinf=inf, neginf=-inf), applied only
-            # where needed: two full-array copies per sum otherwise.
-            undefined = np.flatnonzero(np.isnan(rap))
-            if len(undefined):
-                rap[undefined] = np.where(z[undefined] != 0, np.nan, 0.0)
-            rho, azim, t = new_rho, new_azim, t + t2
-        # vector._compute.lorentz.tau.rhophi_eta_t
-        expmeta = np.exp(-rap)
-        invsintheta = 0.5 * (1 + expmeta**2) / expmeta
-        squared = t**2 - rho**2 * invsintheta**2
-        return np.asarray(np.copysign(np.sqrt(np.absolute(squared)), squared), dtype=np.float64)
+    px, py, pz, e = (((c[0] + c[1]) + c[2]) + c[3] for c in momenta)
+    return _mass(px, py, pz, e)
 
 
 def four_lepton_mass_vector(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray) -> FloatArray:
@@ -503,8 +509,9 @@ def analyse(events: ak.Array, schema: str, is_mc: bool, to_gev: float,
         weight = event_weight_2025e(events[rows]) if is_mc else np.ones(len(rows), dtype=np.float64)
     else:
         raise ValueError(f"unknown schema {schema!r}")
-    mass = four_lepton_mass(pt, eta, phi, energy) * to_gev
-    m_z1, m_z2 = z_candidates(pt, eta, phi, energy, charge, ltype.astype(np.int64), to_gev=to_gev)
+    momenta = four_momenta(pt, eta, phi, energy)
+    mass = four_lepton_mass(momenta) * to_gev
+    m_z1, m_z2 = z_candidates(momenta, charge, ltype.astype(np.int64), to_gev=to_gev)
     return SelectedEvents(m4l_gev=mass, weight=weight, channel=channel,
                           lepton_pt_gev=np.asarray(pt, dtype=np.float64) * to_gev,
                           lepton_eta=np.asarray(eta, dtype=np.float64), lepton_phi=np.asarray(phi, dtype=np.float64),
@@ -528,6 +535,22 @@ class CutflowCounts:
     weighted: FloatArray
 
 
+def _event_cuts(events: ak.Array, schema: str, is_mc: bool) -> tuple[BoolArray | None, BoolArray | None, FloatArray]:
+    """The trigger and ID/isolation cuts of every event (None where the release has no such cut),
+    and every event's weight."""
+    n = len(events)
+    if schema == "2025e":
+        trigger = (np.asarray(events["trigE"] | events["trigM"], dtype=bool)
+                   & np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool))
+        lepton_ok = ak.where(events["lep_type"] == MUON, events["lep_isMediumID"] & events["lep_isLooseIso"],
+                             events["lep_isLooseID"] & events["lep_isLooseIso"])
+        id_iso = np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
+        return trigger, id_iso, event_weight_2025e(events) if is_mc else np.ones(n, dtype=np.float64)
+    if schema == "2020":
+        return None, None, event_weight_2020(events) if is_mc else np.ones(n, dtype=np.float64)
+    raise ValueError(f"unknown schema {schema!r}")
+
+
 def cutflow(events: ak.Array, schema: str, is_mc: bool, to_gev: float, options: SelectionOptions,
             mass_window_gev: tuple[float, float], *, selected: SelectedEvents | None = None) -> CutflowCounts:
     """The cutflow of ``events``: the same cuts as :func:`analyse`, counted one after another.
@@ -540,38 +563,42 @@ def cutflow(events: ak.Array, schema: str, is_mc: bool, to_gev: float, options: 
     if options.lepton_order == "pt":
         events = pt_ordered(events)
     n = len(events)
-    has_four = np.asarray(ak.num(events["lep_pt"], axis=1) >= 4)
-    charge = _leading(events["lep_charge"], 4, 0)
-    ltype = _leading(events["lep_type"], 4, 0).astype(np.int64)
+    trigger, id_iso, weight = _event_cuts(events, schema, is_mc)
+    fields = LEPTON_BRANCHES_2020 if schema == "2020" else LEPTON_BRANCHES_2025E
+    cols = _LeptonColumns(events, fields)
+    # Only events with four leptons get past the pT step, so their leptons alone are gathered;
+    # every later cut is False elsewhere.
+    four = np.flatnonzero(cols.counts("lep_pt") >= 4)
+    index = cols.index(four)
+    charge = cols.first_four("lep_charge", four, index)
+    ltype = cols.first_four("lep_type", four, index).astype(np.int64)
     type_sum = ltype[:, 0] + ltype[:, 1] + ltype[:, 2] + ltype[:, 3]
-    channel = np.where(has_four, _channel_of_sum(type_sum), -1)
-    trigger = np.ones(n, dtype=bool)
-    id_iso = np.ones(n, dtype=bool)
-    if schema == "2025e":
-        trigger = (np.asarray(events["trigE"] | events["trigM"], dtype=bool)
-                   & np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool))
-        lepton_ok = ak.where(events["lep_type"] == MUON, events["lep_isMediumID"] & events["lep_isLooseIso"],
-                             events["lep_isLooseID"] & events["lep_isLooseIso"])
-        id_iso = np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
-        weight = event_weight_2025e(events) if is_mc else np.ones(n, dtype=np.float64)
-    elif schema == "2020":
-        weight = event_weight_2020(events) if is_mc else np.ones(n, dtype=np.float64)
-    else:
-        raise ValueError(f"unknown schema {schema!r}")
-    pt_ok = has_four.copy()
+    channel = np.full(n, -1, dtype=np.int64)
+    channel[four] = _channel_of_sum(type_sum)
+    pt_ok = np.zeros(n, dtype=bool)
+    pt_ok[four] = True
     if options.lepton_pt_gev is not None:
-        pt_ok &= _pt_thresholds(_leading(events["lep_pt"], 4, 0.0).astype(np.float64) * to_gev, options.lepton_pt_gev)
-    charge_ok = charge[:, 0] + charge[:, 1] + charge[:, 2] + charge[:, 3] == 0
-    type_ok = _channel_of_sum(type_sum) >= 0
+        pt_ok[four] = _pt_thresholds(cols.first_four("lep_pt", four, index).astype(np.float64) * to_gev,
+                                     options.lepton_pt_gev)
+    charge_ok = np.zeros(n, dtype=bool)
+    charge_ok[four] = charge[:, 0] + charge[:, 1] + charge[:, 2] + charge[:, 3] == 0
+    flavours_ok = _channel_of_sum(type_sum) >= 0
     if options.sfos_pairing:
-        type_ok &= has_sfos_pairs(charge, ltype)
+        flavours_ok &= has_sfos_pairs(charge, ltype)
+    type_ok = np.zeros(n, dtype=bool)
+    type_ok[four] = flavours_ok
     in_window = np.zeros(n, dtype=bool)
     lo, hi = mass_window_gev
     in_window[selected.rows] = (selected.m4l_gev >= lo) & (selected.m4l_gev < hi)
-    # How many cuts each event passes in turn, then one weighted bincount over (depth, channel):
-    # a few passes over the events instead of one masked sum per cut and channel.
-    cuts = np.stack([trigger, pt_ok, id_iso, charge_ok, type_ok, in_window], axis=1)
-    depth = np.cumprod(cuts, axis=1, dtype=np.int64).sum(axis=1)
+    # How many cuts each event passes in turn (a cut the release lacks passes all), then one
+    # weighted bincount over (depth, channel): a few passes over the events instead of one masked
+    # sum per cut and channel.
+    depth = np.zeros(n, dtype=np.int64)
+    alive = np.ones(n, dtype=bool)
+    for cut in (trigger, pt_ok, id_iso, charge_ok, type_ok, in_window):
+        if cut is not None:
+            alive &= cut
+        depth += alive
     columns = 2 + len(CHANNELS)  # "no channel" (-1), the channels, then a spare slot unused
     index = depth * columns + (channel + 1)
     size = len(CUTFLOW_STEPS) * columns

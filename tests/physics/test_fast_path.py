@@ -1,4 +1,6 @@
-"""The numpy fast path gives the same bits as the awkward + vector + hist reference it replaced."""
+"""The numpy fast path against the awkward + vector + hist reference it replaced: the same selection,
+weights and histograms bit for bit, and the same masses to rounding (the fast path sums Cartesian
+components where vector converts back to (pt, eta, phi) after each addition)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from atlaspipe.physics.selection import (
     analyse,
     four_lepton_mass,
     four_lepton_mass_vector,
+    four_momenta,
     has_sfos_pairs,
     required_branches,
 )
@@ -91,6 +94,17 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and bool(np.all(a.view(np.uint64) == b.view(np.uint64)))
 
 
+MASS_RTOL = 1e-12
+"""How far the Cartesian sum may round away from vector's: measured at most 2.4e-13 relative
+(5e-11 GeV) on 300k llll events and the real 2020 data, so no event moves across a 5 GeV bin edge
+unless it lies within 1e-10 GeV of it."""
+
+
+def assert_same_masses(fast: np.ndarray, reference: np.ndarray) -> None:
+    assert fast.dtype == np.float64 and fast.shape == reference.shape
+    np.testing.assert_allclose(fast, reference, rtol=MASS_RTOL, atol=0)
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, bool]]:
     """A few thousand events of every 2020 sample, pseudo-data included (4–6 leptons per event)."""
@@ -112,7 +126,7 @@ def read(path: Path, is_mc: bool) -> ak.Array:
 
 @pytest.mark.parametrize("options", [SelectionOptions(), SelectionOptions(OPTIONAL_2020_PT_GEV, sfos_pairing=True)],
                          ids=["notebook", "pt-and-sfos"])
-def test_analyse_matches_the_reference_bit_for_bit(generated: list[tuple[Path, bool]],
+def test_analyse_matches_the_reference(generated: list[tuple[Path, bool]],
                                                    options: SelectionOptions) -> None:
     files = generated + real_files()
     selected_total = 0
@@ -120,7 +134,7 @@ def test_analyse_matches_the_reference_bit_for_bit(generated: list[tuple[Path, b
         events = read(path, is_mc)
         fast = analyse(events, "2020", is_mc, 1e-3, options)
         ref = reference_analyse_2020(events, is_mc, options)
-        assert same_bits(fast.m4l_gev, ref.m4l_gev), path
+        assert_same_masses(fast.m4l_gev, ref.m4l_gev)
         assert same_bits(fast.weight, ref.weight), path
         assert np.array_equal(fast.channel, ref.channel), path
         for got, want in ((fast.lepton_pt_gev, ref.lepton_pt_gev), (fast.lepton_eta, ref.lepton_eta),
@@ -179,7 +193,7 @@ def test_real_data_masses_match_vector() -> None:
         events = read(path, False)
         events = events[ak.num(events["lep_pt"], axis=1) >= 4]
         columns = [_leading(events[n], 4, 0.0) for n in ("lep_pt", "lep_eta", "lep_phi", "lep_E")]
-        assert same_bits(four_lepton_mass(*columns), four_lepton_mass_vector(*columns))
+        assert_same_masses(four_lepton_mass(four_momenta(*columns)), four_lepton_mass_vector(*columns))
 
 
 def test_mass_matches_vector_on_degenerate_inputs() -> None:
@@ -193,7 +207,15 @@ def test_mass_matches_vector_on_degenerate_inputs() -> None:
     pt[2, 0] = np.nan
     eta[3, 1] = np.inf
     energy[4] = 0.0  # spacelike: negative mass squared
-    assert same_bits(four_lepton_mass(pt, eta, phi, energy), four_lepton_mass_vector(pt, eta, phi, energy))
+    fast = four_lepton_mass(four_momenta(pt, eta, phi, energy))
+    reference = four_lepton_mass_vector(pt, eta, phi, energy)
+    assert fast[0] == reference[0] == 0.0
+    assert fast[4] < 0 and reference[4] < 0
+    # A NaN or infinite input gives no finite mass either way (such events are excluded before the
+    # selection, processing.non_finite_events).
+    assert not np.isfinite(fast[2:4]).any() and not np.isfinite(reference[2:4]).any()
+    finite = np.r_[0:2, 4:64]
+    np.testing.assert_allclose(fast[finite], reference[finite], rtol=MASS_RTOL, atol=1e-9)
 
 
 def test_leading_pads_like_awkward() -> None:

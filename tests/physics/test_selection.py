@@ -17,6 +17,7 @@ from atlaspipe.physics.selection import (
     event_weight_2020,
     event_weight_2025e,
     four_lepton_mass,
+    four_momenta,
     notebook_options,
     pt_ordered,
     select_2020,
@@ -77,7 +78,7 @@ def test_four_lepton_mass_of_two_back_to_back_pairs() -> None:
     pt = np.array([[50.0, 50.0, 50.0, 50.0]])
     eta = np.zeros((1, 4))
     phi = np.array([[0.0, math.pi, math.pi / 2, -math.pi / 2]])
-    mass = four_lepton_mass(pt, eta, phi, pt.copy())
+    mass = four_lepton_mass(four_momenta(pt, eta, phi, pt.copy()))
     assert mass[0] == pytest.approx(200.0, rel=1e-12)
 
 
