@@ -79,11 +79,12 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     fetch: bool = False, allow_partial: bool = False, keep_records: bool = False,
-    fileset: Fileset | str | Path | None = None, fit_channels: FitChannels | None = None,
+    fileset: Fileset | str | Path | None = None, fit_channels: FitChannels | None = None, pdf_figures: bool = False,
 ) -> RunRequest:
     """A new run of ``inputs`` (files, folders or URLs; none: the embedded sample) or of a ``fileset``
     (a mapping or a JSON/TOML file, see ``atlaspipe.fileset``) with a fresh id; ``fit_channels``
-    overrides the fit's channels of ``settings`` (``"combined"`` or ``"simultaneous"``)."""
+    overrides the fit's channels of ``settings`` (``"combined"`` or ``"simultaneous"``);
+    ``pdf_figures`` writes each figure as PDF too."""
     from atlaspipe.pipeline.lifecycle import now_text
     from atlaspipe.pipeline.planning import new_run_id
 
@@ -96,7 +97,7 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
         samples=tuple(samples), fileset=_fileset(fileset), base_url=base_url, fetch=fetch,
         config=(settings or AnalysisSettings()).with_fit_channels(fit_channels),
         output_dir=str(folder.absolute()), allow_partial=allow_partial, keep_records=keep_records,
-        submitted_by=f"{getpass.getuser()}@{socket.gethostname()}", created=now_text(),
+        pdf_figures=pdf_figures, submitted_by=f"{getpass.getuser()}@{socket.gethostname()}", created=now_text(),
     )
 
 
@@ -116,14 +117,14 @@ def run(  # noqa: PLR0913 - the public API: keyword-only, one per option of `atl
     inputs: Sequence[str | Path] = (), *, release: str | None = None, samples: Sequence[str] = (),
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     fetch: bool = False, allow_partial: bool = False, on_progress: ProgressCallback | None = None,
-    fileset: Fileset | str | Path | None = None, fit_channels: FitChannels | None = None,
+    fileset: Fileset | str | Path | None = None, fit_channels: FitChannels | None = None, pdf_figures: bool = False,
 ) -> RunOutcome:
     """Analyse ``inputs`` in this process, no broker; the outcome once every output is written."""
     from atlaspipe.pipeline.inprocess import InProcessExecutor
 
     request = make_request(inputs, release=release, samples=samples, settings=settings, output=output,
                            base_url=base_url, fetch=fetch, allow_partial=allow_partial, fileset=fileset,
-                           fit_channels=fit_channels)
+                           fit_channels=fit_channels, pdf_figures=pdf_figures)
     return RunOutcome.of(InProcessExecutor(on_progress=on_progress).run(request))
 
 
@@ -160,7 +161,7 @@ def submit(  # noqa: PLR0913 - the public API: keyword-only, one per option of `
     settings: AnalysisSettings | None = None, output: str | Path | None = None, base_url: str | None = None,
     allow_partial: bool = False, keep_records: bool = False, broker_url: str | None = None,
     backend_url: str | None = None, fileset: Fileset | str | Path | None = None,
-    fit_channels: FitChannels | None = None,
+    fit_channels: FitChannels | None = None, pdf_figures: bool = False,
 ) -> RunHandle:
     """Send a run to the Celery workers (``output`` as the workers see it); a handle to follow it."""
     from atlaspipe.pipeline.celery.client import CeleryClient
@@ -169,6 +170,6 @@ def submit(  # noqa: PLR0913 - the public API: keyword-only, one per option of `
     broker, backend = broker_url or runtime.broker_url, backend_url or runtime.result_backend
     request = make_request(inputs, release=release, samples=samples, settings=settings, output=output,
                            base_url=base_url, allow_partial=allow_partial, keep_records=keep_records,
-                           fileset=fileset, fit_channels=fit_channels)
+                           fileset=fileset, fit_channels=fit_channels, pdf_figures=pdf_figures)
     CeleryClient(broker, backend).submit(request)
     return RunHandle(run_id=request.run_id, run_dir=request.run_dir, broker_url=broker, backend_url=backend)

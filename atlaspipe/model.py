@@ -138,6 +138,8 @@ class RunRequest(Document):
     output_dir: str
     allow_partial: bool = False
     keep_records: bool = False
+    pdf_figures: bool = False
+    """Also write each figure as PDF; off by default, since a PDF costs about what its PNG does."""
     submitted_by: str = ""
     created: str
 

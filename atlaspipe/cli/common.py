@@ -72,6 +72,12 @@ def add_fit_channels_option(parser: argparse.ArgumentParser) -> None:
                         "4mu and 2e2mu m4l simultaneously with one mu (simultaneous; slower)")
 
 
+def add_pdf_option(parser: argparse.ArgumentParser) -> None:
+    """``--pdf``, shared by ``run`` and ``submit``."""
+    parser.add_argument("--pdf", action="store_true",
+                        help="also write each figure as PDF (about doubles the figures' time)")
+
+
 def add_fileset_option(parser: argparse.ArgumentParser) -> None:
     """``--fileset``, shared by ``run`` and ``submit``."""
     parser.add_argument("--fileset", type=Path, metavar="FILE",

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from atlaspipe.api import make_request
-from atlaspipe.cli.common import add_fileset_option, add_fit_channels_option
+from atlaspipe.cli.common import add_fileset_option, add_fit_channels_option, add_pdf_option
 from atlaspipe.cli.progress import Progress
 from atlaspipe.config import analysis_settings, load_settings
 from atlaspipe.errors import RunFailedError
@@ -38,6 +38,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="events with a NaN/inf lepton kinematic or weight: leave out and count them "
                         "(default) or fail their chunk")
     add_fit_channels_option(parser)
+    add_pdf_option(parser)
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish a run whose inputs partly failed, marking every output PARTIAL")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -49,7 +50,7 @@ def build_request(args: argparse.Namespace) -> RunRequest:
     settings = load_settings(args.config, **overrides) if args.config is not None else analysis_settings(**overrides)
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, fetch=bool(args.fetch), allow_partial=bool(args.allow_partial),
-                        fileset=args.fileset, fit_channels=args.fit_channels)
+                        fileset=args.fileset, fit_channels=args.fit_channels, pdf_figures=bool(args.pdf))
 
 
 def main(args: argparse.Namespace) -> int:

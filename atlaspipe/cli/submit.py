@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from atlaspipe.api import make_request
-from atlaspipe.cli.common import add_fileset_option, add_fit_channels_option, warn_password_in_argv
+from atlaspipe.cli.common import add_fileset_option, add_fit_channels_option, add_pdf_option, warn_password_in_argv
 from atlaspipe.cli.progress import Progress
 from atlaspipe.config import RuntimeSettings, analysis_settings, load_settings
 from atlaspipe.errors import AtlaspipeError, ConfigError, RunFailedError
@@ -45,6 +45,7 @@ def configure_submit(parser: argparse.ArgumentParser) -> None:
                         help="events with a NaN/inf lepton kinematic or weight: leave out and count them "
                         "(default) or fail their chunk")
     add_fit_channels_option(parser)
+    add_pdf_option(parser)
     parser.add_argument("--allow-partial", action="store_true",
                         help="finish even if some inputs fail; outputs are marked PARTIAL")
     parser.add_argument("--keep-records", action="store_true",
@@ -128,7 +129,7 @@ def _request(args: argparse.Namespace) -> RunRequest:
     return make_request(args.input, release=args.release, samples=args.samples, settings=settings, output=args.output,
                         base_url=args.base_url, allow_partial=bool(args.allow_partial),
                         keep_records=bool(args.keep_records), fileset=args.fileset,
-                        fit_channels=args.fit_channels)
+                        fit_channels=args.fit_channels, pdf_figures=bool(args.pdf))
 
 
 def submit(args: argparse.Namespace) -> int:

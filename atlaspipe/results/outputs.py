@@ -102,7 +102,8 @@ def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunR
         from atlaspipe.results import plotting
 
         answer["outputs"] = plotting.draw_figure(results, piece, request.run_dir,
-                                                 list(plan.config.stacked_groups or []) or None)
+                                                 list(plan.config.stacked_groups or []) or None,
+                                                 plotting.figure_formats(request.pdf_figures))
     answer["seconds"] = time.time() - started
     log.info("run %s: finalize piece %s took %.2f s", plan.run_id, piece, answer["seconds"])
     return answer
@@ -143,7 +144,8 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
         if figure is None:
             from atlaspipe.results import plotting
 
-            figure = plotting.draw_figure(results, stem, run_dir, list(plan.config.stacked_groups or []) or None)
+            figure = plotting.draw_figure(results, stem, run_dir, list(plan.config.stacked_groups or []) or None,
+                                          plotting.figure_formats(request.pdf_figures))
         outputs.update(figure)
     outputs.update(tables.write_yield_tables(results, run_dir))
     fit_figures = rendered.figures.get(FIT_PIECE) if rendered is not None and rendered.statistics is not None else None

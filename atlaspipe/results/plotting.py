@@ -371,11 +371,13 @@ def build_figures(results: RunResults, stacked_groups: Sequence[str] | None = No
     return {stem: figure for stem, figure in figures.items() if figure is not None}
 
 
-FORMATS = ("png", "pdf")
+def figure_formats(pdf: bool) -> tuple[str, ...]:
+    """The file formats of a run's figures: PNG, and PDF when the run asks for it (``--pdf``)."""
+    return ("png", "pdf") if pdf else ("png",)
 
 
 def draw_figure(results: RunResults, stem: str, run_dir: Path, stacked_groups: Sequence[str] | None = None,
-                formats: Sequence[str] = FORMATS) -> dict[str, str]:
+                formats: Sequence[str] = ("png",)) -> dict[str, str]:
     """Write one figure in each of ``formats`` into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``.
 
     Each file is written under a temporary name and renamed when whole, so the web server never
@@ -400,10 +402,11 @@ def draw_figure(results: RunResults, stem: str, run_dir: Path, stacked_groups: S
     return outputs
 
 
-def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] | None = None) -> dict[str, str]:
-    """Write every figure as PNG and PDF into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``."""
+def draw_all(results: RunResults, run_dir: Path, stacked_groups: Sequence[str] | None = None,
+             formats: Sequence[str] = ("png",)) -> dict[str, str]:
+    """Write every figure in each of ``formats`` into ``run_dir``; returns ``{"m4l_png": "m4l.png", …}``."""
     outputs: dict[str, str] = {}
     for stem in figure_stems(results.channels):
-        outputs.update(draw_figure(results, stem, run_dir, stacked_groups))
+        outputs.update(draw_figure(results, stem, run_dir, stacked_groups, formats))
     log.debug("run %s: %d figure file(s) written into %s", results.run_id, len(outputs), run_dir)
     return outputs

@@ -77,6 +77,15 @@ def test_fit_channels_reach_the_request_of_run_and_submit(tmp_path: Path) -> Non
         tree.parse_args(["run", "--fit-channels", "per-lepton"])
 
 
+def test_pdf_figures_reach_the_request_of_run_and_submit() -> None:
+    from atlaspipe.cli import run, submit
+
+    tree = cli.build_parser()
+    for build, command in ((run.build_request, "run"), (submit._request, "submit")):
+        assert not build(tree.parse_args([command])).pdf_figures
+        assert build(tree.parse_args([command, "--pdf"])).pdf_figures
+
+
 @pytest.mark.parametrize(("argv", "usage"), [
     (["--help"], "usage: atlaspipe submit"),
     (["status", "--help"], "usage: atlaspipe status"),

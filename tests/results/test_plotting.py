@@ -19,7 +19,7 @@ import pytest
 from synthetic_results import LOST_CHUNK, histogram, make_results, with_data, with_samples
 
 from atlaspipe.model import Failure, RunResults, RunState, RunStatus
-from atlaspipe.results.plotting import PARTIAL_STAMP, build_figures, draw_all, plot_inputs
+from atlaspipe.results.plotting import PARTIAL_STAMP, build_figures, draw_all, figure_formats, plot_inputs
 from atlaspipe.results.summary import format_failed, format_summary
 from atlaspipe.results.tables import markdown_table, text_width, write_yield_tables, yield_rows
 
@@ -164,15 +164,16 @@ def test_partial_runs_are_stamped_on_every_figure() -> None:
 
 
 def test_draw_all_writes_valid_png_and_pdf(tmp_path: Path) -> None:
-    outputs = draw_all(make_results(status="partial"), tmp_path)
     stems = ["m4l", "m4l_4e", "m4l_4mu", "m4l_2e2mu", "m4l_ratio"]
+    assert draw_all(make_results(status="partial"), tmp_path / "png") == {f"{s}_png": f"{s}.png" for s in stems}
+    outputs = draw_all(make_results(status="partial"), tmp_path, formats=figure_formats(pdf=True))
     assert outputs == {f"{s}_{e}": f"{s}.{e}" for s in stems for e in ("png", "pdf")}
     for name in outputs.values():
         blob = (tmp_path / name).read_bytes()
         assert len(blob) > 10_000, name
         magic = b"\x89PNG\r\n\x1a\n" if name.endswith(".png") else b"%PDF-"
         assert blob.startswith(magic), name
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(outputs.values())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(outputs.values())
 
 
 @contextmanager
@@ -192,7 +193,7 @@ def file_size_limit(limit: int) -> Iterator[None]:
 def test_a_failed_write_leaves_no_debris(tmp_path: Path) -> None:
     results = make_results()
     whole = tmp_path / "whole"
-    written = draw_all(results, whole)
+    written = draw_all(results, whole, formats=figure_formats(pdf=True))
     sizes = {name: (whole / name).stat().st_size for name in written.values()}
     # Let the first file through and fail on the first larger one, as a disk filling up would.
     limit = sizes["m4l.png"]
@@ -200,7 +201,7 @@ def test_a_failed_write_leaves_no_debris(tmp_path: Path) -> None:
     failing = next(i for i, name in enumerate(order) if sizes[name] > limit)
     figures = tmp_path / "figures"
     with file_size_limit(limit), pytest.raises(OSError, match="too large") as failed:
-        draw_all(results, figures)
+        draw_all(results, figures, formats=figure_formats(pdf=True))
     assert failed.value.errno == errno.EFBIG
     # What was written before is whole, under its own name; nothing half-written is left.
     assert sorted(p.name for p in figures.iterdir()) == sorted(order[:failing])

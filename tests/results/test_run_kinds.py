@@ -43,7 +43,7 @@ def mc_only(sample_2020: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 @pytest.fixture(scope="module")
 def with_pseudo_data(sample_2020: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResults, str, Path]:
-    return _run([sample_2020], tmp_path_factory.mktemp("pseudo"))
+    return _run([sample_2020], tmp_path_factory.mktemp("pseudo"), pdf_figures=True)
 
 
 # No per-bin MC-statistics parameters: what these tests check does not depend on them, and the
@@ -51,8 +51,8 @@ def with_pseudo_data(sample_2020: Path, tmp_path_factory: pytest.TempPathFactory
 FAST_FIT = analysis_settings(fit={"staterror": False})
 
 
-def _run(inputs: list[Path], output: Path) -> tuple[RunResults, str, Path]:
-    outcome = api.run(inputs, output=output, settings=FAST_FIT)
+def _run(inputs: list[Path], output: Path, pdf_figures: bool = False) -> tuple[RunResults, str, Path]:
+    outcome = api.run(inputs, output=output, settings=FAST_FIT, pdf_figures=pdf_figures)
     assert outcome.ok and outcome.results is not None, outcome.status.message
     return outcome.results, format_summary(outcome.results, outcome.run_dir), outcome.run_dir
 
@@ -90,6 +90,21 @@ def test_pseudo_data_is_labelled_as_such_everywhere(with_pseudo_data) -> None:
     assert "| **Pseudo-data**" in (run_dir / "yields.md").read_text("utf-8")
     report = (run_dir / "report.html").read_text("utf-8")
     assert "Pseudo-data events selected" in report
+
+
+def test_figures_are_png_unless_pdfs_are_asked_for(mc_only, with_pseudo_data) -> None:
+    results, _, run_dir = mc_only
+    assert not list(run_dir.glob("*.pdf")) and not [kind for kind in results.outputs if kind.endswith("_pdf")]
+    assert ">PDF</a>" not in (run_dir / "report.html").read_text("utf-8")
+    results, _, run_dir = with_pseudo_data  # run with pdf_figures=True
+    pngs = {kind.removesuffix("_png") for kind in results.outputs if kind.endswith("_png")}
+    pdfs = {kind.removesuffix("_pdf") for kind in results.outputs if kind.endswith("_pdf")}
+    # Every figure of the run in both formats; the fit's own figures stay PNG only.
+    assert pdfs == pngs - {"m4l_prefit_postfit", "fit_pulls", "fit_scan"} and "m4l_ratio" in pdfs
+    for stem in pdfs:
+        assert (run_dir / f"{stem}.pdf").read_bytes().startswith(b"%PDF-"), stem
+    report = (run_dir / "report.html").read_text("utf-8")
+    assert report.count(">PDF</a>") == len(pdfs)
 
 
 def test_the_embedded_demo_is_marked_as_generated() -> None:

@@ -40,9 +40,9 @@ def make_run(output: Path, run_id: str, status: str = "complete", plots: bool = 
     results = results.model_copy(update={"significance": significance, "fit": fit})
     outputs: dict[str, str] = {}
     if plots:
-        from atlaspipe.results.plotting import draw_all
+        from atlaspipe.results.plotting import draw_all, figure_formats
 
-        outputs.update(draw_all(results, run_dir))
+        outputs.update(draw_all(results, run_dir, formats=figure_formats(pdf=True)))
     outputs.update(write_yield_tables(results, run_dir))
     outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
     results = results.model_copy(update={"outputs": outputs})
