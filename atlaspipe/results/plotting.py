@@ -153,7 +153,7 @@ def _style() -> Any:
     import matplotlib.style
     import mplhep
 
-    return matplotlib.style.context(mplhep.style.ATLAS)
+    return matplotlib.style.context([mplhep.style.ATLAS, {"axes.formatter.use_mathtext": False}])
 
 
 M4L_LABEL = r"$m_{4\ell}$ [GeV]"
