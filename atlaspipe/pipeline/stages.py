@@ -31,8 +31,13 @@ class AnalysisStages:
         release, files, skipped = resolve_inputs_skipping(request.release, request.inputs, request.samples,
                                                           request.base_url, request.fetch, request.fileset)
         config = request.config.resolve(release)
-        return plan_run(request.run_id, config, files, allow_partial=request.allow_partial, roots=roots,
+        plan = plan_run(request.run_id, config, files, allow_partial=request.allow_partial, roots=roots,
                         skipped=skipped)
+        from atlaspipe.io.checksums import hash_in_background
+
+        # The manifest's checksums, beside the chunks rather than after the last plot.
+        hash_in_background(f.source for f in plan.files if not f.error)
+        return plan
 
     def aggregate(self, plan: RunPlan, results: dict[int, ChunkResult]) -> Aggregate:
         from atlaspipe.pipeline.processing import aggregate

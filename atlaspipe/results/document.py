@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from importlib import metadata
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from atlaspipe.io.checksums import file_checksum
 from atlaspipe.model import (
     M4L,
     Aggregate,
@@ -132,21 +131,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def file_checksum(source: str) -> str | None:
-    """sha256 of a local file, None for a remote one (its server's checksum is not ours to trust)."""
-    if "://" in source:
-        return None
-    digest = hashlib.sha256()
-    try:
-        with Path(source).open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        log.warning("no checksum for %s in the manifest: %s", source, exc)
-        return None
-    return "sha256:" + digest.hexdigest()
 
 
 def build_manifest(plan: RunPlan, request: RunRequest, status: RunStatus, results: RunResults,
