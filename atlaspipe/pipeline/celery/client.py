@@ -28,7 +28,9 @@ from atlaspipe.pipeline.lifecycle import STALL_SECONDS, run_stalled
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1
+"""How often following reads the run's status: one small Redis read, while the user waits for the
+last output (at 0.5 s it added 0.25 s on average to every run's end)."""
 HINT_AFTER_SECONDS = 10.0
 """A stage queue without a consumer for this long gets a hint naming the worker to start."""
 CONSUMER_CHECK_SECONDS = 2.0
