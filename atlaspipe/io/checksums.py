@@ -86,9 +86,14 @@ def _identity(source: str) -> Identity | None:
     return identity
 
 
+def kept_folder() -> Path:
+    """Where the digests are kept: ``checksums/`` in the cache folder."""
+    return cache_folder() / "checksums"
+
+
 def _kept_at(identity: Identity) -> Path:
     name = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-    return cache_folder() / "checksums" / f"{name}.json"
+    return kept_folder() / f"{name}.json"
 
 
 def _checksum(source: str, identity: Identity) -> str | None:
