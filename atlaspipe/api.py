@@ -85,8 +85,8 @@ def make_request(  # noqa: PLR0913 - keyword-only, one per field of a request
     (a mapping or a JSON/TOML file, see ``atlaspipe.fileset``) with a fresh id; ``fit_channels``
     overrides the fit's channels of ``settings`` (``"combined"`` or ``"simultaneous"``);
     ``pdf_figures`` writes each figure as PDF too."""
+    from atlaspipe.model import new_run_id
     from atlaspipe.pipeline.lifecycle import now_text
-    from atlaspipe.pipeline.planning import new_run_id
 
     if release not in (None, "2020", "2025e"):
         raise AtlaspipeError(f"unknown release {release!r} (choose 2020 or 2025e)")

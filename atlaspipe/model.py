@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from atlaspipe.config import AnalysisConfig, AnalysisSettings, FitChannels
 from atlaspipe.errors import ConfigError, SchemaError
 from atlaspipe.fileset import FilesetEntry, fileset_locations
-from atlaspipe.physics.selection import CHANNELS
+from atlaspipe.physics.channels import CHANNELS
 
 if TYPE_CHECKING:
     import hist
@@ -119,6 +121,11 @@ Executor = Literal["in-process", "celery"]
 
 
 # --- request and plan ---------------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261126-093000-1a2b3c``."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 class RunRequest(Document):

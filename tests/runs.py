@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from atlaspipe.config import analysis_config
-from atlaspipe.model import RunResults
+from atlaspipe.model import RunResults, new_run_id
 from atlaspipe.pipeline.inprocess import execute_plan
-from atlaspipe.pipeline.planning import new_run_id, plan_run, resolve_inputs
+from atlaspipe.pipeline.planning import plan_run, resolve_inputs
 from atlaspipe.pipeline.processing import aggregate
 from atlaspipe.results.document import build_results
 

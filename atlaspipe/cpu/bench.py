@@ -148,9 +148,9 @@ class _Background:
 def _run(options: BenchOptions, inputs: list[str]) -> RunStatus:
     """Submit the bench run through the Celery client and follow it to its end."""
     from atlaspipe.config import RuntimeSettings, analysis_settings
+    from atlaspipe.model import new_run_id
     from atlaspipe.pipeline.celery.client import CeleryClient
     from atlaspipe.pipeline.lifecycle import now_text
-    from atlaspipe.pipeline.planning import new_run_id
 
     settings = RuntimeSettings.from_env()
     output = (options.run_output or settings.output_dir).absolute()

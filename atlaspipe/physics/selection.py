@@ -13,16 +13,12 @@ import awkward as ak
 import numpy as np
 import numpy.typing as npt
 
+from atlaspipe.physics.channels import ALLOWED_TYPE_SUMS, CHANNEL_OF_TYPE_SUM, CHANNELS, MUON
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-ELECTRON = 11
-MUON = 13
-CHANNELS: tuple[str, ...] = ("4e", "4mu", "2e2mu")
-"""Channel names, in the order of the histograms' channel axis."""
-_CHANNEL_OF_TYPE_SUM = {4 * ELECTRON: 0, 4 * MUON: 1, 2 * ELECTRON + 2 * MUON: 2}
-ALLOWED_TYPE_SUMS: tuple[int, ...] = tuple(sorted(_CHANNEL_OF_TYPE_SUM))
 
 LEPTON_BRANCHES_2020 = ("lep_pt", "lep_eta", "lep_phi", "lep_E", "lep_charge", "lep_type")
 WEIGHT_BRANCHES_2020 = (
@@ -382,7 +378,7 @@ def channel_index(ltype: np.ndarray) -> IntArray:
     """0 for 4e, 1 for 4μ, 2 for 2e2μ; -1 for any other flavour content."""
     sums = ltype.sum(axis=1)
     out = np.full(len(sums), -1, dtype=np.int64)
-    for type_sum, index in _CHANNEL_OF_TYPE_SUM.items():
+    for type_sum, index in CHANNEL_OF_TYPE_SUM.items():
         out[sums == type_sum] = index
     return out
 
@@ -418,7 +414,7 @@ def _passing_rows_2020(events: ak.Array, options: SelectionOptions, to_gev: floa
 
 
 _CHANNEL_LOOKUP = np.full(max(ALLOWED_TYPE_SUMS) + 2, -1, dtype=np.int64)
-for _sum, _index in _CHANNEL_OF_TYPE_SUM.items():
+for _sum, _index in CHANNEL_OF_TYPE_SUM.items():
     _CHANNEL_LOOKUP[_sum] = _index
 
 

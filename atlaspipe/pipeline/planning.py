@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import secrets
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -50,11 +49,6 @@ class FileLayout:
     cluster_starts: tuple[int, ...]
     title: str = ""
     basket_offsets: tuple[tuple[str, tuple[int, ...]], ...] = ()
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id such as ``20261126-093000-1a2b3c``."""
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def _skip_reason(path: Path) -> str | None:

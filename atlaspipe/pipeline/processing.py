@@ -22,8 +22,8 @@ from atlaspipe.config import AnalysisConfig
 from atlaspipe.errors import AtlaspipeError, InputError
 from atlaspipe.model import M4L, Aggregate, Chunk, ChunkResult, Counts, Cutflow, Failure, RunPlan, SampleAggregate
 from atlaspipe.physics.catalog import load_release
+from atlaspipe.physics.channels import CHANNELS
 from atlaspipe.physics.selection import (
-    CHANNELS,
     CONTROL_VARIABLES,
     JAGGED_BRANCHES,
     SelectedEvents,

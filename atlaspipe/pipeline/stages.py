@@ -47,7 +47,7 @@ class AnalysisStages:
     @staticmethod
     def pieces() -> tuple[str, ...]:
         """The parts of a run's outputs that can be rendered in parallel, before ``finalize``."""
-        from atlaspipe.physics.selection import CHANNELS
+        from atlaspipe.physics.channels import CHANNELS
         from atlaspipe.results.outputs import piece_names
 
         return piece_names(CHANNELS)

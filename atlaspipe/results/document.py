@@ -31,7 +31,8 @@ from atlaspipe.model import (
     SampleYields,
 )
 from atlaspipe.physics.catalog import Group, load_release
-from atlaspipe.physics.selection import CHANNELS, CONTROL_VARIABLES, CUTFLOW_STEPS
+from atlaspipe.physics.channels import CHANNELS
+from atlaspipe.physics.selection import CONTROL_VARIABLES, CUTFLOW_STEPS
 
 log = logging.getLogger(__name__)
 

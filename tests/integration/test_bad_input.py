@@ -18,9 +18,9 @@ import uproot
 
 from atlaspipe.config import analysis_config
 from atlaspipe.generate.embedded import embedded_sample_dir
-from atlaspipe.model import Manifest, RunPlan, RunRequest, RunResults, RunState, SampleLoss
+from atlaspipe.model import Manifest, RunPlan, RunRequest, RunResults, RunState, SampleLoss, new_run_id
 from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
-from atlaspipe.pipeline.planning import new_run_id, plan_run, resolve_inputs
+from atlaspipe.pipeline.planning import plan_run, resolve_inputs
 from atlaspipe.pipeline.processing import process_chunk
 from atlaspipe.pipeline.stages import AnalysisStages
 from tests.conftest import BACKEND_URL, WorkerPool

@@ -330,11 +330,10 @@ def test_run_completes_without_the_chord_callback(fault_pool: WorkerPool, inputs
     from celery import group
 
     from atlaspipe.config import AnalysisSettings
-    from atlaspipe.model import RunRequest
+    from atlaspipe.model import RunRequest, new_run_id
     from atlaspipe.pipeline.celery.app import create_app
     from atlaspipe.pipeline.celery.canvas import PROCESS_TASK, chunk_task_id
     from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
-    from atlaspipe.pipeline.planning import new_run_id
 
     start_stages(fault_pool)
     app = create_app(FAULT_BROKER_URL, BACKEND_URL)

@@ -15,9 +15,9 @@ import pytest
 
 from atlaspipe.config import analysis_config
 from atlaspipe.generate.embedded import embedded_sample_dir
-from atlaspipe.model import Chunk, ChunkResult, RunPlan, RunRequest
+from atlaspipe.model import Chunk, ChunkResult, RunPlan, RunRequest, new_run_id
 from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
-from atlaspipe.pipeline.planning import new_run_id, plan_run, resolve_inputs
+from atlaspipe.pipeline.planning import plan_run, resolve_inputs
 from atlaspipe.pipeline.processing import process_chunk
 from tests.conftest import BACKEND_URL, WorkerPool
 from tests.faultkit import FAULT_BROKER_URL, fault_pool, start_stages, wait_for  # noqa: F401
