@@ -127,3 +127,16 @@ def test_completion_command_prints_the_shell_code() -> None:
                           text=True, timeout=60, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert "complete " in done.stdout and "atlaspipe" in done.stdout and "_python_argcomplete" in done.stdout
+
+
+def test_submitting_loads_no_array_library() -> None:
+    """Building, sending and following a request is the start of every distributed run: it must not
+    pay for awkward, numpy or uproot, which only the workers use."""
+    code = ("import sys, atlaspipe.cli.submit, atlaspipe.results.summary\n"
+            "from atlaspipe.api import make_request\n"
+            "make_request()\n"
+            "print(sorted(m for m in ('awkward', 'numpy', 'uproot', 'hist', 'matplotlib', 'pyhf') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
