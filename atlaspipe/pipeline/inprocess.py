@@ -68,8 +68,12 @@ class InProcessExecutor:
         return self._report(lifecycle.publish_status(run_id) or store.status(run_id))
 
     def _execute(self, lifecycle: Lifecycle, store: MemoryStore, plan: RunPlan) -> None:
+        from atlaspipe.pipeline.warmup import preload_in_background
+
         run_id = plan.run_id
         log.info("run %s: %d chunk(s), one after another in this process", run_id, len(plan.chunks))
+        # The fit's and the figures' libraries load beside the chunks, not after the last one.
+        preload_in_background(["plot"])
 
         def stored(result: ChunkResult) -> None:
             lifecycle.chunk_done(run_id, result)
