@@ -45,7 +45,16 @@ class _Hashing:
                 return
             if self.thread is None:
                 self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlaspipe-checksums")
-            self.pending[identity] = self.thread.submit(_checksum, source, identity)
+            future = self.thread.submit(_checksum, source, identity)
+            self.pending[identity] = future
+        # Only digests in progress are remembered here; a done one is in the cache folder, where a
+        # later run (or the finalize step, in another worker) finds it.
+        future.add_done_callback(lambda done: self.forget(identity, done))
+
+    def forget(self, identity: Identity, future: Future[str | None]) -> None:
+        with self.lock:
+            if self.pending.get(identity) is future:
+                del self.pending[identity]
 
     def started(self, identity: Identity) -> Future[str | None] | None:
         with self.lock:

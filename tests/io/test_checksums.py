@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -52,19 +54,28 @@ def test_a_changed_file_is_hashed_again_even_with_its_old_size_and_mtime(tmp_pat
     assert second == sha256(data) != first
 
 
-def test_hashing_in_background_gives_the_same_digests(tmp_path: Path) -> None:
+def kept_within(cache: Path, count: int, seconds: float = 20.0) -> list[dict[str, object]]:
+    deadline = time.monotonic() + seconds
+    while len(records := kept_records(cache)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return records
+
+
+def test_hashing_in_background_keeps_the_digests_for_the_manifest(tmp_path: Path, cache: Path) -> None:
     paths = []
     for name in ("a.root", "b.root"):
         path = tmp_path / name
         path.write_bytes(os.urandom(1 << 20))
         paths.append(path)
-    checksums.hash_in_background([str(p) for p in paths] + ["https://example.org/remote.root"])
-    for path in paths:
-        identity = checksums._identity(str(path))
-        assert identity is not None
-        started = checksums._hashing.started(identity)
-        assert started is not None  # file_checksum waits for this thread's digest instead of reading again
-        assert checksums.file_checksum(str(path)) == started.result() == sha256(path)
+    sources = [str(p) for p in paths] + ["https://example.org/remote.root"]
+    checksums.hash_in_background(sources)
+    # Kept by the background thread alone, for the finalize step (in another worker) to find.
+    assert sorted(str(r["sha256"]) for r in kept_within(cache, 2)) == sorted(sha256(p) for p in paths)
+    assert [checksums.file_checksum(str(p)) for p in paths] == [sha256(p) for p in paths]
+    # A process that hashed the files once hashes them again for a cache that lost them.
+    shutil.rmtree(cache / "checksums")
+    checksums.hash_in_background(sources)
+    assert len(kept_within(cache, 2)) == 2
 
 
 def test_remote_missing_and_unkeepable(tmp_path: Path, cache: Path, caplog: pytest.LogCaptureFixture) -> None:
