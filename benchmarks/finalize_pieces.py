@@ -71,8 +71,14 @@ def pieces(path: Path, out: Path) -> dict[str, float]:
             for ext in ("png", "pdf"):
                 timed(f"figure {stem}.{ext} ({rep})",
                       lambda stem=stem, ext=ext: plotting.draw_figure(results, stem, out, None, (ext,)))
-    from atlaspipe.results import report, tables
+    from atlaspipe.results import exports, fitplots, report, tables
     from atlaspipe.results.document import build_manifest
+
+    for rep in ("cold", "warm"):
+        for name in ("draw_prefit_postfit", "draw_pulls", "draw_scan"):
+            timed(f"fit figure {name.removeprefix('draw_')} ({rep})",
+                  lambda name=name: getattr(fitplots, name)(results, out))
+    timed("workspace.json + histograms.root/json", lambda: exports.write_exports(results, out, fit_figures={}))
 
     def documents() -> None:
         tables.write_yield_tables(results, out)

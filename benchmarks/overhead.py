@@ -11,6 +11,8 @@ Two measurements per run:
   the time from ``running`` to ``aggregating`` × 2 slots / tasks;
 - finalize: the embedded sample in one chunk; the time from ``aggregating`` to the final state
   (aggregate + fit + figures + documents), which is what a user waits for after the histograms.
+With ``--data DIR`` (the benchmark dataset), a third: the whole distributed run of DIR in 500k-entry
+chunks, end to end as compare.py times it, each side hashing its inputs afresh.
 Prints a Markdown table (pasted into RESULTS.md).
 """
 
@@ -84,6 +86,7 @@ def main() -> int:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--plot-slots", type=int, default=2, help="plot worker concurrency (both sides)")
     parser.add_argument("--no-finalize", action="store_true", help="measure the per-task overhead only")
+    parser.add_argument("--data", type=Path, help="also time whole runs of this folder, end to end")
     args = parser.parse_args()
     from atlaspipe.generate.embedded import embedded_sample_dir
 
@@ -105,7 +108,9 @@ def main() -> int:
             # A vhost per invocation: a worker left over from an interrupted run never takes these tasks.
             services = Services(vhost(f"atlaspipe-overhead-{side}-{tmp.name[-8:]}"),
                                 own[1].rsplit("/", 1)[0] + f"/{index + 1}")
-            cluster = Cluster(tmp / side, services, 2, inputs, repo=repo, plot_slots=args.plot_slots)
+            roots = os.pathsep.join(str(r) for r in (inputs, args.data and args.data.resolve()) if r)
+            cluster = Cluster(tmp / side, services, 2, inputs, repo=repo, plot_slots=args.plot_slots,
+                              extra_env={"ATLASPIPE_INPUT_ROOTS": roots})
             (tmp / side).mkdir()
             cluster.start()
             clusters[side] = cluster
@@ -114,6 +119,8 @@ def main() -> int:
         for rep in range(args.repetitions):
             for side in (list(sides) if rep % 2 == 0 else list(reversed(sides))):
                 row = measure(clusters[side], tiny, embedded, own[0].pid, not args.no_finalize)
+                if args.data:
+                    row.update(whole_run(clusters[side], args.data))
                 rows[side].append(row)
                 print(f"rep {rep + 1} {side:<6} {row['ms_per_task_per_slot']:6.2f} ms/task/slot "
                       f"({row['tasks']} tasks)  worker CPU {row['worker_cpu_ms_per_task']:.2f} ms/task  "
@@ -128,6 +135,13 @@ def main() -> int:
         own[0].terminate()
         own[0].wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+    print_table(args, rows)
+    return 0
+
+
+def print_table(args: argparse.Namespace, rows: dict[str, list[dict[str, float]]]) -> None:
+    """The Markdown table of both sides' medians."""
 
     def cell(side: str, key: str, fmt: str) -> str:
         values = [r[key] for r in rows[side]]
@@ -147,7 +161,23 @@ def main() -> int:
     if not args.no_finalize:
         print(f"| finalize (aggregating → final state), s | {cell('before', 'finalize_s', '.2f')} | "
               f"{cell('after', 'finalize_s', '.2f')} |")
-    return 0
+    if args.data:
+        for key, what in (("run_s", "end to end"), ("run_histograms_s", "until the histograms exist"),
+                          ("run_finalize_s", "finalize")):
+            print(f"| {args.data.name}, 500k-entry chunks: {what}, s | {cell('before', key, '.2f')} | "
+                  f"{cell('after', key, '.2f')} |")
+
+
+def whole_run(cluster: Cluster, data: Path) -> dict[str, float]:
+    """A distributed run of ``data`` from launching the submitter to its exit after the final state."""
+    from atlaspipe.io.checksums import kept_folder
+
+    shutil.rmtree(kept_folder(), ignore_errors=True)
+    run = run_distributed(cluster, str(data), 500_000)
+    assert run["wall_with_plot"] is not None
+    aggregating = run["marks"].get("aggregating", run["histograms_s"])
+    return {"run_s": run["wall_with_plot"], "run_histograms_s": aggregating,
+            "run_finalize_s": run["wall_with_plot"] - aggregating}
 
 
 if __name__ == "__main__":
