@@ -204,9 +204,15 @@ def resume_command(args: argparse.Namespace) -> int:
         progressing = (current is not None and not current.terminal
                        and time.time() - client.records.last_chunk_at(args.run_id) < args.stall_timeout)
         if progressing and not args.force:
-            print(f"run {args.run_id} is still progressing; following it (--force relaunches its missing "
-                  "chunks now)", file=sys.stderr)
-            return report(client.follow(args.run_id, progress.update, args.stall_timeout)) if args.wait else 0
+            print(f"run {args.run_id} is still progressing; following it, and relaunching its missing chunks "
+                  "if it stalls (--force relaunches them now)", file=sys.stderr)
+            if not args.wait:
+                return 0
+            # A launch cut short (its load worker lost the backend mid-way) leaves chunks that were
+            # never queued: progress stops short of the end, and only a relaunch finishes the run.
+            current = client.follow(args.run_id, progress.update, args.stall_timeout, until_stalled=True)
+            if current.terminal:
+                return report(current)
         run_dir = Path(current.run_dir) if current is not None and current.run_dir else (
             (args.output or RuntimeSettings.from_env().output_dir).absolute() / args.run_id)
         client.resume(run_dir)

@@ -351,6 +351,39 @@ def test_run_completes_without_the_chord_callback(fault_pool: WorkerPool, inputs
     assert_exact(request.run_dir, inputs)
 
 
+def test_resume_relaunches_a_launch_cut_short_once_it_stalls(fault_pool: WorkerPool, inputs: Path) -> None:  # noqa: F811
+    """A load worker that lost the backend while publishing a run's chunks leaves some never queued:
+    the run progresses, then stops short. ``resume`` on a run still progressing follows it, and
+    relaunches the missing chunks when it stalls, instead of following it forever."""
+    from celery import group
+
+    from atlaspipe.config import AnalysisSettings
+    from atlaspipe.model import RunRequest, new_run_id
+    from atlaspipe.pipeline.celery.app import create_app
+    from atlaspipe.pipeline.celery.canvas import PROCESS_TASK, chunk_task_id
+    from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
+
+    start_stages(fault_pool)
+    app = create_app(FAULT_BROKER_URL, BACKEND_URL)
+    records = store()
+    request = RunRequest(run_id=new_run_id(), inputs=(str(inputs),), output_dir=str(fault_pool.tmp / "outputs"),
+                         created=now_text(), config=AnalysisSettings(chunk_size=CHUNK))
+    lifecycle = Lifecycle(records, "celery")
+    lifecycle.submit(request)
+    plan = lifecycle.plan(request.run_id, "test")
+    assert plan is not None and len(plan.chunks) >= 4
+    queued = plan.chunks[: len(plan.chunks) // 2]
+    group(app.signature(PROCESS_TASK, args=(request.run_id, c.to_jsonable(), plan.config.to_json_dict()),
+                        task_id=chunk_task_id(request.run_id, 0, c.chunk_id)) for c in queued).apply_async()
+    wait_for(lambda: len(records.chunk_results(request.run_id)) == len(queued), timeout=120, what="the queued half")
+    resumed = run_submit(fault_pool, "resume", request.run_id, "--stall-timeout", "8", timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "still progressing; following it, and relaunching its missing chunks if it stalls" in resumed.stderr
+    assert f"run {request.run_id} stalled: {len(plan.chunks) - len(queued)} chunk(s)" in resumed.stderr
+    assert "resume sent to the load workers" in resumed.stderr
+    assert_exact(request.run_dir, inputs)
+
+
 def test_a_lost_chunk_result_is_reported_as_a_stall_and_resume_finishes(
         fault_pool: WorkerPool, inputs: Path) -> None:  # noqa: F811
     """A chunk whose stored result vanished (an operator's mistake, a backend that lost a key): nothing

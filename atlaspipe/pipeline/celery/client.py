@@ -157,10 +157,11 @@ class CeleryClient:
 
     def follow(self, run_id: str, on_status: Callable[[RunStatus], None] | None = None,
                stall_seconds: float = STALL_SECONDS, since_generation: int = -1,
-               give_up_seconds: float | None = None) -> RunStatus:
+               give_up_seconds: float | None = None, until_stalled: bool = False) -> RunStatus:
         """Poll the run's records until it ends (a terminal state of a generation after
-        ``since_generation``); hints and stalls go to ``note``. Raises ``RunFailedError`` when the
-        records are lost or stay unreachable."""
+        ``since_generation``), or with ``until_stalled`` until it stalls (its status then is not
+        terminal); hints and stalls go to ``note``. Raises ``RunFailedError`` when the records are
+        lost or stay unreachable."""
         watch = _Watch(last_change=time.monotonic(), idle_queue_since={})
         started = time.monotonic()
         last_consumer_check = 0.0
@@ -172,7 +173,8 @@ class CeleryClient:
                     on_status(status)
                 if status.terminal and status.generation > since_generation:
                     return status
-                self._watch_progress(run_id, status, watch, stall_seconds)
+                if self._watch_progress(run_id, status, watch, stall_seconds) and until_stalled:
+                    return status
             elif give_up_seconds is not None and now - started > give_up_seconds:
                 raise RunFailedError(f"run {run_id}: no load worker took the request within "
                                      f"{give_up_seconds:g} s (see the load worker's log)")
@@ -212,24 +214,27 @@ class CeleryClient:
                 f"goes on without being followed (check with: atlaspipe status {run_id}; "
                 f"if it stays stuck once the backend is back: atlaspipe resume {run_id})")
 
-    def _watch_progress(self, run_id: str, status: RunStatus, watch: _Watch, stall_seconds: float) -> None:
+    def _watch_progress(self, run_id: str, status: RunStatus, watch: _Watch, stall_seconds: float) -> bool:
+        """Whether the run has just been found stalled (told once per stall)."""
         fingerprint = (status.state, status.generation, status.chunks_done, status.events_read)
         now = time.monotonic()
         if fingerprint != watch.last_fingerprint:
             watch.last_fingerprint, watch.last_change, watch.stall_noted = fingerprint, now, False
-            return
+            return False
         if watch.stall_noted or status.state is not RunState.RUNNING or now - watch.last_change < stall_seconds:
-            return  # nothing to ask the records and the broker yet
+            return False  # nothing to ask the records and the broker yet
         try:
             in_flight = self.records.in_flight(run_id)
         except redis.RedisError:
-            return
+            return False
         queued = self.queued("process")  # None when the broker cannot say: then no verdict
-        if queued is not None and run_stalled(status.state, now - watch.last_change, in_flight, queued, stall_seconds):
-            missing = status.chunks_total - status.chunks_done
-            self.note(f"run {run_id} stalled: {missing} chunk(s) have no result and none is queued or running; "
-                      f"finish it with: atlaspipe resume {run_id}")
-            watch.stall_noted = True
+        if queued is None or not run_stalled(status.state, now - watch.last_change, in_flight, queued, stall_seconds):
+            return False
+        missing = status.chunks_total - status.chunks_done
+        self.note(f"run {run_id} stalled: {missing} chunk(s) have no result and none is queued or running; "
+                  f"finish it with: atlaspipe resume {run_id}")
+        watch.stall_noted = True
+        return True
 
     def _hint_idle_stage(self, status: RunStatus | None, watch: _Watch) -> None:
         """Name the worker to start for each stage the run still needs that has no consumer."""
