@@ -339,10 +339,10 @@ def z_candidates(momenta: Momenta, charge: np.ndarray, ltype: np.ndarray, *,
             np.copyto(closest, distance, where=better)
             np.putmask(nearest, better, row)
     found = closest < np.inf
-    flat = nearest * n + np.arange(n)
-    m_z1 = np.where(found, candidates.ravel()[flat], np.nan)
-    partner = (nearest ^ 1) * n + np.arange(n)  # the other pair of the same pairing
-    m_z2 = np.where(found, candidates.ravel()[partner], np.nan)
+    column = np.arange(n)
+    m_z1 = np.where(found, candidates[nearest, column], np.nan)
+    # nearest ^ 1: the other pair of the same pairing.
+    m_z2 = np.where(found, candidates[nearest ^ 1, column], np.nan)
     return m_z1, m_z2
 
 
@@ -441,6 +441,16 @@ def pt_ordered(events: ak.Array) -> ak.Array:
     return ak.zip(fields, depth_limit=1)
 
 
+def _trigger_and_id_2025e(events: ak.Array) -> tuple[BoolArray, BoolArray]:
+    """Per event: an electron or muon trigger fired with a lepton matched to it; every lepton passes
+    its ID (medium for muons, loose for electrons) and loose isolation."""
+    trigger = (np.asarray(events["trigE"] | events["trigM"], dtype=bool)
+               & np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool))
+    lepton_ok = ak.where(events["lep_type"] == MUON, events["lep_isMediumID"] & events["lep_isLooseIso"],
+                         events["lep_isLooseID"] & events["lep_isLooseIso"])
+    return trigger, np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
+
+
 def select_2025e(events: ak.Array, options: SelectionOptions, to_gev: float = 1.0) -> BoolArray:
     """The 2025e selection: trigger and match, pT 20/15/10 GeV, ID and isolation, then the sums.
 
@@ -448,19 +458,11 @@ def select_2025e(events: ak.Array, options: SelectionOptions, to_gev: float = 1.
     :func:`analyse` reorders them first when ``options.lepton_order`` is ``"pt"``.
     """
     has_four = _has_four(events, "lep_pt")
-    trigger = np.asarray(events["trigE"] | events["trigM"], dtype=bool)
-    matched = np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool)
-    is_muon = events["lep_type"] == MUON
-    lepton_ok = ak.where(
-        is_muon,
-        events["lep_isMediumID"] & events["lep_isLooseIso"],
-        events["lep_isLooseID"] & events["lep_isLooseIso"],
-    )
-    all_ok = np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
+    trigger, id_iso = _trigger_and_id_2025e(events)
     charge = _leading(events["lep_charge"], 4, 0)
     ltype = _leading(events["lep_type"], 4, 0).astype(np.int64)
     charge_ok, type_ok = _pair_flavour_charge(charge, ltype)
-    passed = has_four & trigger & matched & all_ok & charge_ok & type_ok
+    passed = has_four & trigger & id_iso & charge_ok & type_ok
     if options.lepton_pt_gev is not None:
         pt = _leading(events["lep_pt"], 4, 0.0).astype(np.float64) * to_gev
         passed &= _pt_thresholds(pt, options.lepton_pt_gev)
@@ -544,11 +546,7 @@ def _event_cuts(events: ak.Array, schema: str, is_mc: bool) -> tuple[BoolArray |
     and every event's weight."""
     n = len(events)
     if schema == "2025e":
-        trigger = (np.asarray(events["trigE"] | events["trigM"], dtype=bool)
-                   & np.asarray(ak.any(events["lep_isTrigMatched"], axis=1), dtype=bool))
-        lepton_ok = ak.where(events["lep_type"] == MUON, events["lep_isMediumID"] & events["lep_isLooseIso"],
-                             events["lep_isLooseID"] & events["lep_isLooseIso"])
-        id_iso = np.asarray(ak.all(lepton_ok, axis=1), dtype=bool)
+        trigger, id_iso = _trigger_and_id_2025e(events)
         return trigger, id_iso, event_weight_2025e(events) if is_mc else np.ones(n, dtype=np.float64)
     if schema == "2020":
         return None, None, event_weight_2020(events) if is_mc else np.ones(n, dtype=np.float64)
