@@ -518,6 +518,10 @@ class ControlAxis(Document):
     bin_edges: tuple[float, ...]
 
 
+OTHER_GROUP_ID = "other"
+"""The group of an MC sample whose own group the run does not list (or that has none)."""
+
+
 class GroupInfo(Document):
     """A stacked-plot group of MC samples, as the catalog describes it."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atlaspipe.io import files
-from atlaspipe.model import ControlAxis, DataSummary, Histogram, RunResults, SampleYields
+from atlaspipe.model import OTHER_GROUP_ID, ControlAxis, DataSummary, Histogram, RunResults, SampleYields
 from atlaspipe.results.statistics import run_workspace
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 ALL_CHANNELS = "all"
 """The channel name of the histograms summed over the three channels."""
-OTHER_GROUP = "other"
-"""The group of an MC sample that belongs to none."""
 
 WORKSPACE = "workspace.json"
 HISTOGRAMS_ROOT = "histograms.root"
@@ -63,7 +61,7 @@ def run_histograms(results: RunResults) -> dict[str, WeightedHist]:
     edges = results.bin_edges
     groups: dict[str, list[str]] = {}
     for name, sample in results.samples.items():
-        groups.setdefault(sample.group or OTHER_GROUP, []).append(name)
+        groups.setdefault(sample.group or OTHER_GROUP_ID, []).append(name)
     by_sample = sample_histograms(results)
     out: dict[str, WeightedHist] = {}
     for channel in (ALL_CHANNELS, *results.channels):
@@ -87,7 +85,7 @@ def control_histograms(results: RunResults) -> dict[str, WeightedHist]:
     :func:`run_histograms` under ``controls/<variable>/``; results.json has them per sample too."""
     groups: dict[str, list[str]] = {}
     for name, sample in results.samples.items():
-        groups.setdefault(sample.group or OTHER_GROUP, []).append(name)
+        groups.setdefault(sample.group or OTHER_GROUP_ID, []).append(name)
     out: dict[str, WeightedHist] = {}
     for axis in results.controls:
         def summed(parts: list[dict[str, Histogram]], channel: str, name: str,

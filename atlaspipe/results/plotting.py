@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from atlaspipe.io.files import replacing
-from atlaspipe.model import ControlAxis, GroupInfo, Histogram, RunResults, SampleYields
+from atlaspipe.model import OTHER_GROUP_ID, ControlAxis, GroupInfo, Histogram, RunResults, SampleYields
 from atlaspipe.results.tables import data_name
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ FloatArray = npt.NDArray[np.float64]
 
 CHANNEL_TITLES = {"4e": r"4e", "4mu": r"4\mu", "2e2mu": r"2e2\mu"}
 PARTIAL_STAMP = "PARTIAL"
-OTHER_GROUP = GroupInfo(id="other", label="Other", text="Other", color="#aaaaaa", kind="background", samples=())
+OTHER_GROUP = GroupInfo(id=OTHER_GROUP_ID, label="Other", text="Other", color="#aaaaaa", kind="background", samples=())
 """Where MC samples of a group the results do not list are drawn."""
 
 
@@ -113,13 +113,13 @@ def _stack_inputs(results: RunResults, bin_edges: Sequence[float], data_histogra
     for group in groups:
         values, sumw2 = np.zeros(nbins), np.zeros(nbins)
         for sample in results.samples.values():
-            gid = sample.group if sample.group in known else "other"
+            gid = sample.group if sample.group in known else OTHER_GROUP_ID
             if gid != group.id:
                 continue
             for src in sample_histograms(sample):
                 values = values + np.asarray(src.values, dtype=np.float64)
                 sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
-        if not any((s.group if s.group in known else "other") == group.id for s in results.samples.values()):
+        if not any((s.group if s.group in known else OTHER_GROUP_ID) == group.id for s in results.samples.values()):
             # A group none of whose samples was run is not drawn: a legend entry for nothing misleads.
             continue
         stacked = stacked_groups is None or group.id in stacked_groups

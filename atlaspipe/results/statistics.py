@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from atlaspipe.config import FitChannels
 from atlaspipe.errors import ConfigError
-from atlaspipe.model import FitResult, LikelihoodScan, RunResults, Significance
+from atlaspipe.model import OTHER_GROUP_ID, FitResult, LikelihoodScan, RunResults, Significance
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def fit_input(results: RunResults, lepton_channel: str | None = None) -> FitInpu
         if sample_kind(results, name) != "background":
             continue
         values, w2 = values_and_w2(sample)
-        group = sample.group or "other"
+        group = sample.group or OTHER_GROUP_ID
         group_values, group_w2 = backgrounds.get(group, (np.zeros(nbins), np.zeros(nbins)))
         backgrounds[group] = (group_values + values, group_w2 + w2)
     data = np.asarray(m4l(results.data).values, dtype=np.float64)
@@ -468,7 +468,7 @@ def _discovery_p_values(model: Any, observed: list[float], best: Any, twice_nll_
                         bounds: list[tuple[float, float]], fixed: list[bool], tolerance: float) -> tuple[float, float]:
     """The background-only p-values, observed and median expected, from q0 in the asymptotic
     approximation: what ``pyhf.infer.hypotest(0, test_stat="q0", return_expected=True)`` gives
-    (tests/results/test_statistics.py compares them), with three fits instead of its five.
+    (tests/results/test_exports.py compares them), with three fits instead of its five.
 
     The best fit is reused; the Asimov data of μ = 1 (nuisances profiled on the data at μ = 1, as
     pyhf makes it) has its best fit at those parameters by construction, so only the μ = 0 fits of

@@ -19,13 +19,12 @@ from typing import Any, Literal
 from wcwidth import wcswidth
 
 from atlaspipe.io import files
-from atlaspipe.model import CutflowTable, GroupInfo, Histogram, RunResults
+from atlaspipe.model import OTHER_GROUP_ID, CutflowTable, GroupInfo, Histogram, RunResults
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
 CHANNEL_TEXT = {"4e": "4e", "4mu": "4μ", "2e2mu": "2e2μ", ALL: "total"}
-OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ def yield_rows(results: RunResults) -> YieldTable:
     for name, sample in results.samples.items():
         per = {ch: Yield.of(sample.channels[ch]) for ch in channels if ch in sample.channels}
         per[ALL] = Yield.of(sample.m4l)
-        group = sample.group or OTHER
+        group = sample.group or OTHER_GROUP_ID
         samples.append(SampleRow(name=name, group=group, yields=per))
         acc = sums.setdefault(group, dict.fromkeys(keys, ZERO))
         for k, cell in per.items():
