@@ -31,7 +31,9 @@ MAX_LISTED_FAILURES = 20
 PLOT_CAPTIONS = {"m4l_4e": "m4l, 4e channel", "m4l_4mu": "m4l, 4μ channel", "m4l_2e2mu": "m4l, 2e2μ channel",
                  "m4l_ratio": "m4l with data/MC ratio", "m4l_prefit_postfit": "m4l: fit model before and after the fit",
                  "controls": "Z candidate masses and lepton pT, η, φ (ℓ1…ℓ4 in the selection's order), all channels",
-                 "controls_channels": "Z candidate masses per channel"}
+                 "controls_channels": "Z candidate masses per channel",
+                 "fit_scan": "profile likelihood scan of μ, 1σ interval marked",
+                 "fit_pulls": "nuisance parameters after the fit: pull ± constraint"}
 
 
 @dataclass(frozen=True)
@@ -291,20 +293,24 @@ def render_run_list(output: Path, runs: Sequence[RunFolder]) -> str:
     return page("atlaspipe runs", body, live=True)
 
 
+def _figure_html(run_dir: Path, results: RunResults, stem: str) -> str:
+    """One figure of the run folder with its caption and, when there is one, a link to its PDF."""
+    png = results.outputs.get(f"{stem}_png", f"{stem}.png")
+    if not (run_dir / png).is_file():
+        return ""
+    pdf = results.outputs.get(f"{stem}_pdf", f"{stem}.pdf")
+    link = f' · <a href="{_e(pdf)}">PDF</a>' if (run_dir / pdf).is_file() else ""
+    cls = ' class="main"' if stem in {"m4l", "controls"} else ""
+    caption = PLOT_CAPTIONS.get(stem, "m4l, all channels")
+    return (f'<figure{cls}><img src="{_e(png)}" alt="{_e(stem)}" id="plot-{_e(stem)}">'
+            f"<figcaption>{_e(caption)}{link}</figcaption></figure>")
+
+
 def _plots_html(run_dir: Path, results: RunResults, controls: bool = False) -> str:
     """The m4l figures, or with ``controls`` the control distributions' grids."""
-    outputs = results.outputs
 
     def figure(stem: str) -> str:
-        png = outputs.get(f"{stem}_png", f"{stem}.png")
-        if not (run_dir / png).is_file():
-            return ""
-        pdf = outputs.get(f"{stem}_pdf", f"{stem}.pdf")
-        link = f' · <a href="{_e(pdf)}">PDF</a>' if (run_dir / pdf).is_file() else ""
-        cls = ' class="main"' if stem in {"m4l", "controls"} else ""
-        caption = PLOT_CAPTIONS.get(stem, "m4l, all channels")
-        return (f'<figure{cls}><img src="{_e(png)}" alt="{_e(stem)}" id="plot-{_e(stem)}">'
-                f"<figcaption>{_e(caption)}{link}</figcaption></figure>")
+        return _figure_html(run_dir, results, stem)
 
     if controls:
         rows = [figure("controls"), figure("controls_channels")]
@@ -397,17 +403,11 @@ def _fit_html(results: RunResults) -> str:
         ("Bins used", f"{fit.bins_used} of {fit.bins_total}"),
         ("Converged", _e(fit.converged)),
         ("Method", _e(fit.method)),
-    ], "fit") + _fit_figures_html(results)
+    ], "fit")
 
 
-FIT_FIGURES = {"fit_scan": "profile likelihood scan of μ, 1σ interval marked",
-               "fit_pulls": "nuisance parameters after the fit: pull ± constraint"}
-
-
-def _fit_figures_html(results: RunResults) -> str:
-    shown = [(stem, results.outputs[f"{stem}_png"]) for stem in FIT_FIGURES if f"{stem}_png" in results.outputs]
-    figures = "".join(f'<figure><img src="{_e(png)}" alt="{_e(stem)}" id="plot-{_e(stem)}">'
-                      f"<figcaption>{_e(FIT_FIGURES[stem])}</figcaption></figure>" for stem, png in shown)
+def _fit_figures_html(run_dir: Path, results: RunResults) -> str:
+    figures = "".join(_figure_html(run_dir, results, stem) for stem in ("fit_scan", "fit_pulls"))
     return f'<div class="plots">{figures}</div>' if figures else ""
 
 
@@ -503,7 +503,7 @@ def render_run_page(run: RunFolder, live: bool) -> str:
                   "<h2>m4l distribution</h2>", _plots_html(run.path, results),
                   "<h2>Control distributions</h2>", _plots_html(run.path, results, controls=True),
                   "<h2>Significance</h2>", _significance_html(results),
-                  "<h2>Profile-likelihood fit (pyhf)</h2>", _fit_html(results),
+                  "<h2>Profile-likelihood fit (pyhf)</h2>", _fit_html(results), _fit_figures_html(run.path, results),
                   "<h2>Yields</h2>", _yields_html(run.path, results),
                   "<h2>Cutflow</h2>", _cutflow_html(run.path, results),
                   "<h2>Inputs</h2>", _inputs_html(results)]
