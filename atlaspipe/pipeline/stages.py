@@ -20,6 +20,7 @@ class AnalysisStages:
         self.rendered = rendered
 
     def plan(self, request: RunRequest) -> RunPlan:
+        from atlaspipe.io.checksums import hash_in_background
         from atlaspipe.pipeline.planning import plan_run, resolve_inputs_skipping
 
         roots = None
@@ -33,8 +34,6 @@ class AnalysisStages:
         config = request.config.resolve(release)
         plan = plan_run(request.run_id, config, files, allow_partial=request.allow_partial, roots=roots,
                         skipped=skipped)
-        from atlaspipe.io.checksums import hash_in_background
-
         # The manifest's checksums, beside the chunks rather than after the last plot.
         hash_in_background(f.source for f in plan.files if not f.error)
         return plan
