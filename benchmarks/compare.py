@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -430,6 +430,22 @@ def run_distributed(cluster: Cluster, data: str, chunk_size: int, wait_for_plot:
 
 
 # --------------------------------------------------------------------------- checks and report
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by these processes and their children (live and reaped)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
 
 
 def events_read(result: dict[str, Any]) -> int:

@@ -33,7 +33,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from compare import Cluster, Services, private_redis, run_distributed  # noqa: E402
+from compare import Cluster, Services, cpu_seconds, private_redis, run_distributed  # noqa: E402
 
 from tests.runs import write_many_entries_file  # noqa: E402
 
@@ -43,22 +43,6 @@ def vhost(name: str) -> str:
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
                    capture_output=True, check=False)
     return f"amqp://guest:guest@127.0.0.1:5672/{name}"
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds used so far by these processes and their children (live and reaped)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for process in [root, *root.children(recursive=True)]:
-                times = process.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:
-            continue
-    return total
 
 
 def measure(cluster: Cluster, tiny: Path, embedded: Path, redis_pid: int, finalize: bool) -> dict[str, float]:

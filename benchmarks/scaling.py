@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 # benchmark uses only the private servers of tests/private_services.py.
 os.environ.setdefault("ATLASPIPE_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/unused-by-scaling")
 
-from compare import Cluster, Services, machine, versions  # noqa: E402
+from compare import Cluster, Services, cpu_seconds, machine, versions  # noqa: E402
 
 from tests.private_services import PrivateRabbitMQ, PrivateRedis  # noqa: E402
 from tests.runs import write_many_entries_file  # noqa: E402
@@ -115,17 +115,6 @@ def private_node() -> Iterator[Node]:
             rabbit.stop()
         rabbit.destroy()
         redis_server.destroy()
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def load_average() -> str:
