@@ -34,11 +34,13 @@ if [[ $# -gt 0 ]]; then
 fi
 
 # The suite is mostly waiting on workers, brokers and containers, so it runs as three sessions at
-# once: the integration tests in two halves of about equal length (the fault tests and the load
-# tests, then the rest of them), and everything else. Each session has its own RabbitMQ vhost
+# once, of about equal length: the fault, load, fuzz and real-data tests with the Compose
+# deployment's (about three minutes, which made "everything else" the longest session by two); the
+# other integration tests; and everything else. Each session has its own RabbitMQ vhost
 # (tests/conftest.py) and its own Redis database, so their runs never mix.
+COMPOSE_E2E=tests/deploy/test_compose_e2e.py
 INTEGRATION_A=(tests/integration/test_faults.py tests/integration/test_load.py
-               tests/integration/test_fuzz.py tests/integration/test_real_data.py)
+               tests/integration/test_fuzz.py tests/integration/test_real_data.py "$COMPOSE_E2E")
 integration_b=()
 for file in tests/integration/test_*.py; do
   [[ " ${INTEGRATION_A[*]} " == *" $file "* ]] || integration_b+=("$file")
@@ -54,7 +56,8 @@ ATLASPIPE_TEST_RESULT_BACKEND="redis://127.0.0.1:6379/5" \
 b_pid=$!
 rest_status=0
 ATLASPIPE_TEST_RESULT_BACKEND="redis://127.0.0.1:6379/6" \
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider --ignore=tests/integration tests || rest_status=$?
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider --ignore=tests/integration --ignore="$COMPOSE_E2E" tests \
+  || rest_status=$?
 a_status=0 b_status=0
 wait "$a_pid" || a_status=$?
 wait "$b_pid" || b_status=$?
