@@ -70,9 +70,12 @@ def fault_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work
         pool.stop_all()
 
 
-def start_stages(pool: WorkerPool, process_workers: int = 1, extra_env: dict[str, str] | None = None) -> list[str]:
+def start_stages(pool: WorkerPool, process_workers: int = 1, extra_env: dict[str, str] | None = None,
+                 process_env: dict[str, str] | None = None) -> list[str]:
+    """Workers of every stage; ``process_env`` is added to the process workers' environment only."""
     names = [pool.start(stage, stage, wait=False, extra_env=extra_env) for stage in ("load", "aggregate", "plot")]
-    names += [pool.start(f"process{i}" if i else "process", "process", wait=False, extra_env=extra_env)
+    names += [pool.start(f"process{i}" if i else "process", "process", wait=False,
+                         extra_env={**(extra_env or {}), **(process_env or {})})
               for i in range(process_workers)]
     pool.wait_ready(names)
     return names

@@ -7,6 +7,7 @@ Signatures are made by task name, so this module needs the app only, never the t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
@@ -25,6 +26,16 @@ RENDER_TASK = "atlaspipe.render_piece"
 FINALIZE_TASK = "atlaspipe.finalize_run"
 
 
+def task(app: Celery, name: str, **options: Any) -> Signature:
+    """A signature of the atlaspipe task ``name`` whose time limits are those of the worker that runs it.
+
+    Celery puts the sending process's ``task_time_limit`` and ``task_soft_time_limit`` in each
+    message, and a worker obeys the message's over its own: the limits an operator sets on the
+    process workers would otherwise be overridden by the load worker's (or the submitter's).
+    """
+    return app.signature(name, time_limit=None, soft_time_limit=None, **options)
+
+
 def chunk_task_id(run_id: str, generation: int, chunk_id: int) -> str:
     """The Celery task id of one chunk of one launch of a run.
 
@@ -36,7 +47,7 @@ def chunk_task_id(run_id: str, generation: int, chunk_id: int) -> str:
 
 def submission(app: Celery, request: RunRequest) -> Signature:
     """The message that starts a run: the ``load`` stage registers, plans and launches it."""
-    return app.signature(PLAN_TASK, args=[request.to_jsonable()], task_id=f"{request.run_id}.plan")
+    return task(app, PLAN_TASK, args=[request.to_jsonable()], task_id=f"{request.run_id}.plan")
 
 
 def run_graph(app: Celery, run_id: str, chunks: Sequence[Chunk], config: AnalysisConfig,
@@ -51,18 +62,18 @@ def run_graph(app: Celery, run_id: str, chunks: Sequence[Chunk], config: Analysi
     """
     settings = config.to_json_dict()
     header = group(
-        app.signature(PROCESS_TASK, args=(run_id, chunk.to_jsonable(), settings),
+        task(app, PROCESS_TASK, args=(run_id, chunk.to_jsonable(), settings),
                       task_id=chunk_task_id(run_id, generation, chunk.chunk_id))
         for chunk in chunks
     )
-    return chain(chord(header, app.signature(AGGREGATE_TASK, args=(run_id,), immutable=True)),
+    return chain(chord(header, task(app, AGGREGATE_TASK, args=(run_id,), immutable=True)),
                  finishing(app, run_id))
 
 
 def completion_graph(app: Celery, run_id: str, owner: str) -> Signature:
     """Aggregate then finalize a run whose chunks all have results, outside the chord; ``owner``
     holds the run's completion claim."""
-    return chain(app.signature(AGGREGATE_TASK, args=(run_id,), kwargs={"owner": owner}, immutable=True),
+    return chain(task(app, AGGREGATE_TASK, args=(run_id,), kwargs={"owner": owner}, immutable=True),
                  finishing(app, run_id))
 
 
@@ -75,6 +86,6 @@ def finishing(app: Celery, run_id: str) -> Signature:
     still fires and ``finalize`` fails the run with that reason. Only the holder of the run's
     ``finalize`` claim writes the final state.
     """
-    pieces = group(app.signature(RENDER_TASK, args=(run_id, piece), immutable=True)
+    pieces = group(task(app, RENDER_TASK, args=(run_id, piece), immutable=True)
                    for piece in AnalysisStages.pieces())
-    return chord(pieces, app.signature(FINALIZE_TASK, args=(run_id,)))
+    return chord(pieces, task(app, FINALIZE_TASK, args=(run_id,)))

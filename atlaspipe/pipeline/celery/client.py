@@ -23,6 +23,7 @@ import redis
 from atlaspipe.config import redact_url
 from atlaspipe.errors import AtlaspipeError, BackendUnavailable, ConfigError, RunFailedError
 from atlaspipe.model import RunRequest, RunState, RunStatus
+from atlaspipe.pipeline.celery.canvas import CANCEL_TASK, CLEAN_TASK, RESUME_TASK, submission, task
 from atlaspipe.pipeline.celery.records import RunRecords
 from atlaspipe.pipeline.lifecycle import STALL_SECONDS, run_stalled
 
@@ -102,19 +103,17 @@ class CeleryClient:
         gc.collect()
 
     def submit(self, request: RunRequest) -> None:
-        from atlaspipe.pipeline.celery.canvas import submission
-
         self.records.ping()
         self._send(submission(self.app, request))
 
     def resume(self, run_dir: Path) -> None:
-        self._send(self.app.signature("atlaspipe.resume_run", args=[str(run_dir)]))
+        self._send(task(self.app, RESUME_TASK, args=[str(run_dir)]))
 
     def cancel(self, run_id: str) -> None:
-        self._send(self.app.signature("atlaspipe.cancel_run", args=[run_id]))
+        self._send(task(self.app, CANCEL_TASK, args=[run_id]))
 
     def clean(self, older_than_days: float) -> None:
-        self._send(self.app.signature("atlaspipe.clean_runs", args=[older_than_days]))
+        self._send(task(self.app, CLEAN_TASK, args=[older_than_days]))
 
     # --- reading ---------------------------------------------------------------------------------
 
