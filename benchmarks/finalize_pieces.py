@@ -78,7 +78,8 @@ def pieces(path: Path, out: Path) -> dict[str, float]:
         for name in ("draw_prefit_postfit", "draw_pulls", "draw_scan"):
             timed(f"fit figure {name.removeprefix('draw_')} ({rep})",
                   lambda name=name: getattr(fitplots, name)(results, out))
-    timed("workspace.json + histograms.root/json", lambda: exports.write_exports(results, out, fit_figures={}))
+    timed("histograms.root + histograms.json", lambda: exports.write_histograms(results, out))
+    timed("workspace.json", lambda: exports.write_workspace(results, out))
 
     def documents() -> None:
         tables.write_yield_tables(results, out)

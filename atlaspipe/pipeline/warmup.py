@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "process": ("uproot", "hist", "atlaspipe.io.reading"),
     "aggregate": ("hist",),
-    "plot": ("matplotlib.pyplot", "mplhep", "pyhf", "atlaspipe.results.outputs"),
+    "plot": ("matplotlib.pyplot", "mplhep", "pyhf", "uproot", "atlaspipe.results.outputs", "atlaspipe.results.exports"),
 }
 """What each stage's tasks import on first use, by queue name (celeryconfig.STAGE_QUEUES)."""
 

@@ -130,24 +130,20 @@ def read_uhi_json(path: Path) -> dict[str, WeightedHist]:
     return {key: hist_module.Hist(value) for key, value in raw.items()}
 
 
-def write_exports(results: RunResults, run_dir: Path, fit_figures: dict[str, str] | None = None) -> dict[str, str]:
-    """Write ``workspace.json`` (when the run has a fit), ``histograms.root``, ``histograms.json`` and
-    the fit's figures (pre-/post-fit, pulls, likelihood scan) into ``run_dir``; the written files by
-    output kind, for results.json's ``outputs``. ``fit_figures``: the fit's figures, when the fit
-    piece has drawn them already."""
-    written: dict[str, str] = {}
-    spec = run_workspace(results)
-    if spec is not None:
-        files.write_text(run_dir / WORKSPACE, json.dumps(spec, indent=1) + "\n")
-        written["workspace_json"] = WORKSPACE
+def write_histograms(results: RunResults, run_dir: Path) -> dict[str, str]:
+    """Write ``histograms.root`` and ``histograms.json`` into ``run_dir``; the written files by
+    output kind, for results.json's ``outputs``. They need no fit, so a distributed run writes them
+    in a piece of their own, beside the figures."""
     histograms = {**run_histograms(results), **control_histograms(results)}
     write_root(histograms, run_dir / HISTOGRAMS_ROOT)
     files.write_text(run_dir / HISTOGRAMS_JSON, uhi_json(histograms))
-    written.update(histograms_root=HISTOGRAMS_ROOT, histograms_json=HISTOGRAMS_JSON)
-    if fit_figures is None:
-        from atlaspipe.results.fitplots import draw_fit_figures
+    return {"histograms_root": HISTOGRAMS_ROOT, "histograms_json": HISTOGRAMS_JSON}
 
-        fit_figures = draw_fit_figures(results, run_dir)
-    written.update(fit_figures)
-    return written
 
+def write_workspace(results: RunResults, run_dir: Path) -> dict[str, str]:
+    """Write ``workspace.json`` into ``run_dir`` when the run has a fit (the fit decides its options)."""
+    spec = run_workspace(results)
+    if spec is None:
+        return {}
+    files.write_text(run_dir / WORKSPACE, json.dumps(spec, indent=1) + "\n")
+    return {"workspace_json": WORKSPACE}

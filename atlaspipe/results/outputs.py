@@ -1,9 +1,9 @@
 """Every output of a finished run, written into its folder: statistics, figures, tables, documents, report.
 
-The work splits into pieces that need nothing from each other (the fit, and each figure), so a
-distributed run renders them in parallel tasks; ``write_outputs`` then only writes the tables and
-documents. In one process (``atlaspipe run``) ``write_outputs`` renders every piece itself, in the
-same order, so both give the same files.
+The work splits into pieces that need nothing from each other (the fit, each figure, the histogram
+files), so a distributed run renders them in parallel tasks; ``write_outputs`` then only writes the
+tables, the workspace and the documents. In one process (``atlaspipe run``) ``write_outputs``
+renders every piece itself, so both give the same files.
 """
 
 from __future__ import annotations
@@ -21,24 +21,30 @@ from atlaspipe.results.document import build_manifest, build_results
 log = logging.getLogger(__name__)
 
 FIT_PIECE = "fit"
+HISTOGRAMS_PIECE = "histograms"
 
 
 def piece_names(channels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The finalize pieces of a run: the fit first (the longest), then one per figure stem."""
-    from atlaspipe.results.plotting import figure_stems
+    """The finalize pieces of a run: the fit (with its figures), the histogram files and one per
+    figure stem. Longest first (the fit, the grid of control plots, the histogram files): parallel
+    slots take them in this order, so the short figures fill in at the end instead of a long piece
+    starting last."""
+    from atlaspipe.results.plotting import CONTROLS_STEM, figure_stems
 
-    return (FIT_PIECE, *figure_stems(channels))
+    stems = figure_stems(channels)
+    return (FIT_PIECE, CONTROLS_STEM, HISTOGRAMS_PIECE, *(stem for stem in stems if stem != CONTROLS_STEM))
 
 
 @dataclass(frozen=True)
 class Rendered:
     """The pieces rendered before ``write_outputs`` (by parallel tasks): the statistics, each
-    figure's files by stem, when the first piece started, and the first failure's one-line reason."""
+    piece's files, when the first piece started, and the first failure's one-line reason."""
 
     statistics: tuple[Significance | None, FitResult | None] | None = None
     """The fit piece's answer; None if it did not answer (then ``write_outputs`` fits itself)."""
-    figures: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Each figure piece's files by stem; under ``FIT_PIECE``, the fit's own figures."""
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each piece's files by output kind, by piece name: under a figure's stem its files, under
+    ``FIT_PIECE`` the fit's figures, under ``HISTOGRAMS_PIECE`` the histogram files."""
     started: float | None = None
     error: str | None = None
 
@@ -46,7 +52,7 @@ class Rendered:
     def from_pieces(cls, pieces: list[dict[str, Any]]) -> Rendered:
         """Gather the answers of ``render_piece`` (in any order)."""
         found: tuple[Significance | None, FitResult | None] | None = None
-        figures: dict[str, dict[str, str]] = {}
+        written: dict[str, dict[str, str]] = {}
         errors = [p["error"] for p in pieces if p.get("error")]
         for piece in pieces:
             if piece.get("error") or piece.get("partial"):
@@ -56,11 +62,11 @@ class Rendered:
                 found = (None if significance is None else Significance.from_jsonable(significance, "fit piece"),
                          None if fit is None else FitResult.from_jsonable(fit, "fit piece"))
                 if "outputs" in piece:
-                    figures[FIT_PIECE] = dict(piece["outputs"])
+                    written[FIT_PIECE] = dict(piece["outputs"])
             else:
-                figures[piece["piece"]] = dict(piece["outputs"])
+                written[piece["piece"]] = dict(piece["outputs"])
         starts = [float(p["started"]) for p in pieces if p.get("started") is not None]
-        return cls(found, figures, min(starts, default=None), errors[0] if errors else None)
+        return cls(found, written, min(starts, default=None), errors[0] if errors else None)
 
 
 def _results(aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> RunResults | None:
@@ -82,7 +88,8 @@ def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance | None
 
 def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> dict[str, Any]:
     """One finalize piece, as a small JSON-able answer: the fit's statistics, or the files of one
-    figure (written into the run folder). ``partial`` when failed chunks forbid results."""
+    figure or of the histograms (written into the run folder). ``partial`` when failed chunks
+    forbid results."""
     started = time.time()
     answer: dict[str, Any] = {"piece": piece, "started": started}
     results = _results(aggregated, plan, request)
@@ -98,6 +105,11 @@ def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunR
         # instead of after all of them in write_outputs.
         fitted = results.model_copy(update={"significance": significance, "fit": fit})
         answer["outputs"] = draw_fit_figures(fitted, request.run_dir)
+    elif piece == HISTOGRAMS_PIECE:
+        from atlaspipe.results.exports import write_histograms
+
+        request.run_dir.mkdir(parents=True, exist_ok=True)
+        answer["outputs"] = write_histograms(results, request.run_dir)
     else:
         from atlaspipe.results import plotting
 
@@ -117,7 +129,7 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
     here. A run with failed chunks writes its outputs only with ``allow_partial``, and then every
     one of them says PARTIAL; otherwise only the manifest is written and None returned.
     """
-    from atlaspipe.results import exports, report, tables
+    from atlaspipe.results import exports, plotting, report, tables
 
     started = time.perf_counter()
     begun = rendered.started if rendered is not None and rendered.started is not None else time.time()
@@ -138,18 +150,23 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
     else:
         significance, fit = _statistics(results, plan)
     results = results.model_copy(update={"significance": significance, "fit": fit})
+    done = rendered.files if rendered is not None else {}
     outputs: dict[str, str] = {}
-    for stem in piece_names(results.channels)[1:]:
-        figure = rendered.figures.get(stem) if rendered is not None else None
+    for stem in plotting.figure_stems(results.channels):
+        figure = done.get(stem)
         if figure is None:
-            from atlaspipe.results import plotting
-
             figure = plotting.draw_figure(results, stem, run_dir, list(plan.config.stacked_groups or []) or None,
                                           plotting.figure_formats(request.pdf_figures))
         outputs.update(figure)
     outputs.update(tables.write_yield_tables(results, run_dir))
-    fit_figures = rendered.figures.get(FIT_PIECE) if rendered is not None and rendered.statistics is not None else None
-    outputs.update(exports.write_exports(results, run_dir, fit_figures=fit_figures))
+    outputs.update(exports.write_workspace(results, run_dir))
+    outputs.update(done.get(HISTOGRAMS_PIECE) or exports.write_histograms(results, run_dir))
+    fit_figures = done.get(FIT_PIECE) if rendered is not None and rendered.statistics is not None else None
+    if fit_figures is None:
+        from atlaspipe.results.fitplots import draw_fit_figures
+
+        fit_figures = draw_fit_figures(results, run_dir)
+    outputs.update(fit_figures)
     outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
     results = results.model_copy(update={"outputs": outputs})
     timings["finalize_seconds"] = time.time() - begun

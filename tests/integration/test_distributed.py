@@ -13,6 +13,7 @@ import pytest
 import redis
 import uproot
 
+import atlaspipe.api
 from atlaspipe.generate.embedded import embedded_sample_dir
 from atlaspipe.model import Manifest, RunResults
 from tests.conftest import BACKEND_URL, WorkerPool
@@ -41,6 +42,13 @@ def test_embedded_sample_on_workers_is_bit_identical_to_in_process(stage_workers
     # The fit's figures are drawn by the fit piece on the plot worker, and listed like the others.
     for kind in ("m4l_prefit_postfit_png", "fit_pulls_png", "fit_scan_png"):
         assert (run_dir / distributed.outputs[kind]).stat().st_size > 0
+    # Pieces written by parallel tasks are listed, in order, as one process writing them all lists them.
+    in_process = atlaspipe.api.run(settings=atlaspipe.api.AnalysisSettings(chunk_size=chunk_size),
+                                   output=stage_workers.tmp / "in-process")
+    assert in_process.ok, in_process.status.message
+    assert list(distributed.outputs.items()) == list(in_process.results.outputs.items())
+    for name in in_process.results.outputs.values():
+        assert (run_dir / name).stat().st_size > 0, name
     manifest = Manifest.read(run_dir / "manifest.json")
     assert manifest.executor == "celery"
     assert all((i.checksum or "").startswith("sha256:") for i in manifest.inputs)

@@ -10,12 +10,12 @@ from atlaspipe.errors import AtlaspipeError
 from atlaspipe.model import FitResult, Significance
 from atlaspipe.pipeline.celery.app import create_app
 from atlaspipe.pipeline.celery.canvas import RENDER_TASK, finishing
-from atlaspipe.results.outputs import FIT_PIECE, Rendered, piece_names, write_outputs
+from atlaspipe.results.outputs import FIT_PIECE, HISTOGRAMS_PIECE, Rendered, piece_names, write_outputs
 
 
-def test_pieces_are_the_fit_then_every_figure() -> None:
-    assert piece_names(("4e", "4mu", "2e2mu")) == (FIT_PIECE, "m4l", "m4l_4e", "m4l_4mu", "m4l_2e2mu", "m4l_ratio",
-                                                   "controls", "controls_channels")
+def test_pieces_are_the_fit_the_histogram_files_and_every_figure_longest_first() -> None:
+    assert piece_names(("4e", "4mu", "2e2mu")) == (FIT_PIECE, "controls", HISTOGRAMS_PIECE, "m4l", "m4l_4e", "m4l_4mu",
+                                                   "m4l_2e2mu", "m4l_ratio", "controls_channels")
     graph = finishing(create_app("memory://", "cache+memory://"), "r1")
     assert [(t.name, tuple(t.args)) for t in graph.tasks] == [(RENDER_TASK, ("r1", p)) for p in piece_names(
         ("4e", "4mu", "2e2mu"))]
@@ -34,7 +34,7 @@ def test_rendered_pieces_are_gathered_in_any_order() -> None:
     ]
     rendered = Rendered.from_pieces(pieces)
     assert rendered.statistics == (significance, fit)
-    assert rendered.figures == {"m4l_ratio": {"m4l_ratio_png": "m4l_ratio.png"},
+    assert rendered.files == {"m4l_ratio": {"m4l_ratio_png": "m4l_ratio.png"},
                                 "m4l": {"m4l_png": "m4l.png", "m4l_pdf": "m4l.pdf"},
                                 FIT_PIECE: {"fit_pulls_png": "fit_pulls.png"}}
     assert rendered.started == 10.5 and rendered.error is None
