@@ -153,7 +153,9 @@ def _style() -> Any:
     import matplotlib.style
     import mplhep
 
-    return matplotlib.style.context([mplhep.style.ATLAS, {"axes.formatter.use_mathtext": False}])
+    # A fixed title height spares each titled axes a search of its decorations' extent (~10 % of a
+    # fit figure); nothing in these figures sits above an axes, so the title lands where it did.
+    return matplotlib.style.context([mplhep.style.ATLAS, {"axes.formatter.use_mathtext": False, "axes.titley": 1.0}])
 
 
 M4L_LABEL = r"$m_{4\ell}$ [GeV]"
