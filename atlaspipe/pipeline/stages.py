@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from atlaspipe.model import Aggregate, ChunkResult, RunPlan, RunRequest, RunResults, RunStatus
 
 if TYPE_CHECKING:
     from atlaspipe.results.outputs import Rendered
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while one piece of the outputs (a figure, the fit) is made, then
-    one young-generation pass.
-
-    Drawing makes hundreds of thousands of small objects; each allocation burst triggers a
-    collection that walks the worker's large heap (numpy, scipy, pyhf, matplotlib), 15-25 % of the
-    plot pieces' CPU as measured (benchmarks/RESULTS.md). With the collector off nothing is
-    promoted, so the one pass over generation 0 afterwards finds every cycle the piece left. One
-    piece at a time: paused over all of them, ``atlaspipe run`` peaked 46 MB higher.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-            gc.collect(0)
 
 
 class AnalysisStages:
@@ -79,8 +55,7 @@ class AnalysisStages:
     def render(piece: str, aggregate: Aggregate, plan: RunPlan, request: RunRequest) -> dict[str, Any]:
         from atlaspipe.results.outputs import render_piece
 
-        with collector_paused():
-            return render_piece(piece, aggregate, plan, request)
+        return render_piece(piece, aggregate, plan, request)
 
     def finalize(self, aggregate: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
                  workers: tuple[str, ...]) -> RunResults | None:
