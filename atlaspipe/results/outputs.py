@@ -48,6 +48,9 @@ def collector_paused() -> Iterator[None]:
 FIT_PIECE = "fit"
 HISTOGRAMS_PIECE = "histograms"
 
+Statistics = tuple[Significance | None, FitResult | None]
+"""What the fit piece computes: the window significance and the fit."""
+
 
 def piece_names(channels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The finalize pieces of a run: the fit (with its figures), the histogram files and one per
@@ -65,7 +68,7 @@ class Rendered:
     """The pieces rendered before ``write_outputs`` (by parallel tasks): the statistics, each
     piece's files, when the first piece started, and the first failure's one-line reason."""
 
-    statistics: tuple[Significance | None, FitResult | None] | None = None
+    statistics: Statistics | None = None
     """The fit piece's answer; None if it did not answer (then ``write_outputs`` fits itself)."""
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     """Each piece's files by output kind, by piece name: under a figure's stem its files, under
@@ -76,7 +79,7 @@ class Rendered:
     @classmethod
     def from_pieces(cls, pieces: list[dict[str, Any]]) -> Rendered:
         """Gather the answers of ``render_piece`` (in any order)."""
-        found: tuple[Significance | None, FitResult | None] | None = None
+        found: Statistics | None = None
         written: dict[str, dict[str, str]] = {}
         errors = [p["error"] for p in pieces if p.get("error")]
         for piece in pieces:
@@ -100,7 +103,7 @@ def _results(aggregated: Aggregate, plan: RunPlan, request: RunRequest) -> RunRe
     return None if results.partial and not request.allow_partial else results
 
 
-def _statistics(results: RunResults, plan: RunPlan) -> tuple[Significance | None, FitResult | None]:
+def _statistics(results: RunResults, plan: RunPlan) -> Statistics:
     from atlaspipe.results import statistics
 
     config = plan.config
@@ -120,35 +123,44 @@ def render_piece(piece: str, aggregated: Aggregate, plan: RunPlan, request: RunR
     results = _results(aggregated, plan, request)
     if results is None:
         return {**answer, "partial": True}
-    with collector_paused():
-        answer.update(_rendered(piece, results, plan, request))
+    written, statistics = _render(piece, results, plan, request)
+    if statistics is not None:
+        significance, fit = statistics
+        answer.update(significance=None if significance is None else significance.to_jsonable(),
+                      fit=None if fit is None else fit.to_jsonable())
+    answer["outputs"] = written
     answer["seconds"] = time.time() - started
     log.info("run %s: finalize piece %s took %.2f s", plan.run_id, piece, answer["seconds"])
     return answer
 
 
-def _rendered(piece: str, results: RunResults, plan: RunPlan, request: RunRequest) -> dict[str, Any]:
-    """What :func:`render_piece` answers for ``piece`` besides its name and timing."""
+def _render(piece: str, results: RunResults, plan: RunPlan,
+            request: RunRequest) -> tuple[dict[str, str], Statistics | None]:
+    """Write one piece into the run folder: its files by output kind and, for the fit, its
+    statistics. The same in a worker's task and in ``write_outputs``."""
     if piece == FIT_PIECE:
-        from atlaspipe.results.fitplots import draw_fit_figures
+        return _fit_piece(results, plan, request)
+    with collector_paused():
+        if piece == HISTOGRAMS_PIECE:
+            from atlaspipe.results.exports import write_histograms
 
+            request.run_dir.mkdir(parents=True, exist_ok=True)
+            return write_histograms(results, request.run_dir), None
+        from atlaspipe.results import plotting
+
+        return plotting.draw_figure(results, piece, request.run_dir, list(plan.config.stacked_groups or []) or None,
+                                    plotting.figure_formats(request.pdf_figures)), None
+
+
+def _fit_piece(results: RunResults, plan: RunPlan, request: RunRequest) -> tuple[dict[str, str], Statistics]:
+    """The fit and its figures; the figures need only the fit, so they are drawn here, beside the
+    other figures, rather than after all of them."""
+    from atlaspipe.results.fitplots import draw_fit_figures
+
+    with collector_paused():
         significance, fit = _statistics(results, plan)
-        # The fit's figures need only the fit: drawn here, they run beside the other figures
-        # instead of after all of them in write_outputs.
         fitted = results.model_copy(update={"significance": significance, "fit": fit})
-        return {"significance": None if significance is None else significance.to_jsonable(),
-                "fit": None if fit is None else fit.to_jsonable(),
-                "outputs": draw_fit_figures(fitted, request.run_dir)}
-    if piece == HISTOGRAMS_PIECE:
-        from atlaspipe.results.exports import write_histograms
-
-        request.run_dir.mkdir(parents=True, exist_ok=True)
-        return {"outputs": write_histograms(results, request.run_dir)}
-    from atlaspipe.results import plotting
-
-    return {"outputs": plotting.draw_figure(results, piece, request.run_dir,
-                                            list(plan.config.stacked_groups or []) or None,
-                                            plotting.figure_formats(request.pdf_figures))}
+        return draw_fit_figures(fitted, request.run_dir), (significance, fit)
 
 
 def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, status: RunStatus,
@@ -175,36 +187,23 @@ def write_outputs(aggregated: Aggregate, plan: RunPlan, request: RunRequest, sta
         manifest = build_manifest(plan, request, status, results, workers, timings)
         files.write_text(run_dir / "manifest.json", manifest.to_json(indent=1) + "\n")
         return None
-    if rendered is not None and rendered.statistics is not None:
-        significance, fit = rendered.statistics
-    else:
-        with collector_paused():
-            significance, fit = _statistics(results, plan)
+    done = dict(rendered.files) if rendered is not None else {}
+    statistics = rendered.statistics if rendered is not None else None
+    if statistics is None:
+        done[FIT_PIECE], statistics = _fit_piece(results, plan, request)
+    significance, fit = statistics
     results = results.model_copy(update={"significance": significance, "fit": fit})
-    done = rendered.files if rendered is not None else {}
+    for piece in piece_names(results.channels):
+        if piece not in done:
+            done[piece], _ = _render(piece, results, plan, request)
+    # Listed in one order however the pieces were rendered: figures, tables, exports, fit figures.
     outputs: dict[str, str] = {}
     for stem in plotting.figure_stems(results.channels):
-        figure = done.get(stem)
-        if figure is None:
-            with collector_paused():
-                figure = plotting.draw_figure(results, stem, run_dir,
-                                              list(plan.config.stacked_groups or []) or None,
-                                              plotting.figure_formats(request.pdf_figures))
-        outputs.update(figure)
+        outputs.update(done[stem])
     outputs.update(tables.write_yield_tables(results, run_dir))
     outputs.update(exports.write_workspace(results, run_dir))
-    histograms = done.get(HISTOGRAMS_PIECE)
-    if histograms is None:
-        with collector_paused():
-            histograms = exports.write_histograms(results, run_dir)
-    outputs.update(histograms)
-    fit_figures = done.get(FIT_PIECE) if rendered is not None and rendered.statistics is not None else None
-    if fit_figures is None:
-        from atlaspipe.results.fitplots import draw_fit_figures
-
-        with collector_paused():
-            fit_figures = draw_fit_figures(results, run_dir)
-    outputs.update(fit_figures)
+    outputs.update(done[HISTOGRAMS_PIECE])
+    outputs.update(done[FIT_PIECE])
     outputs.update(results_json="results.json", manifest_json="manifest.json", report_html="report.html")
     results = results.model_copy(update={"outputs": outputs})
     timings["finalize_seconds"] = time.time() - begun
