@@ -13,14 +13,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atlaspipe.errors import AtlaspipeError
-from atlaspipe.model import RunResults, RunState, RunStatus
+from atlaspipe.model import Chunk, RunPlan, RunRequest, RunResults, RunState, RunStatus
 from atlaspipe.pipeline.celery.records import RunRecords
 from tests.conftest import BACKEND_URL, WorkerPool, worker_environment
 from tests.faultkit import (
@@ -334,28 +334,40 @@ def test_submitter_killed_then_status_and_resume(fault_pool: WorkerPool, inputs:
     assert run_id in listed.stdout and "succeeded" in listed.stdout
 
 
-def test_run_completes_without_the_chord_callback(fault_pool: WorkerPool, inputs: Path) -> None:  # noqa: F811
-    """Celery can lose a chord's callback when a header task dies (celery#2911, #4207): publish the
-    chunks as a plain group, with no callback at all; the last chunk stored completes the run."""
-    from celery import group
-
+def _planned_not_launched(pool: WorkerPool, inputs: Path) -> tuple[RunRequest, RunPlan]:
+    """Stage workers, and a run of ``inputs`` submitted and planned here, none of its chunks queued."""
     from atlaspipe.config import AnalysisSettings
-    from atlaspipe.model import RunRequest, new_run_id
-    from atlaspipe.pipeline.celery.app import create_app
-    from atlaspipe.pipeline.celery.canvas import PROCESS_TASK, chunk_task_id
+    from atlaspipe.model import new_run_id
     from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
 
-    start_stages(fault_pool)
-    app = create_app(FAULT_BROKER_URL, BACKEND_URL)
-    records = store()
-    lifecycle = Lifecycle(records, "celery")
-    request = RunRequest(run_id=new_run_id(), inputs=(str(inputs),), output_dir=str(fault_pool.tmp / "outputs"),
+    start_stages(pool)
+    request = RunRequest(run_id=new_run_id(), inputs=(str(inputs),), output_dir=str(pool.tmp / "outputs"),
                          created=now_text(), config=AnalysisSettings(chunk_size=CHUNK))
+    lifecycle = Lifecycle(store(), "celery")
     lifecycle.submit(request)
     plan = lifecycle.plan(request.run_id, "test")
     assert plan is not None
-    group(app.signature(PROCESS_TASK, args=(request.run_id, c.to_jsonable(), plan.config.to_json_dict()),
-                        task_id=chunk_task_id(request.run_id, 0, c.chunk_id)) for c in plan.chunks).apply_async()
+    return request, plan
+
+
+def _queue_chunks(request: RunRequest, plan: RunPlan, chunks: Sequence[Chunk]) -> None:
+    """``chunks`` as a plain group: no chord, no callback."""
+    from celery import group
+
+    from atlaspipe.pipeline.celery.app import create_app
+    from atlaspipe.pipeline.celery.canvas import PROCESS_TASK, chunk_task_id, task
+
+    app = create_app(FAULT_BROKER_URL, BACKEND_URL)
+    group(task(app, PROCESS_TASK, args=(request.run_id, c.to_jsonable(), plan.config.to_json_dict()),
+               task_id=chunk_task_id(request.run_id, 0, c.chunk_id)) for c in chunks).apply_async()
+
+
+def test_run_completes_without_the_chord_callback(fault_pool: WorkerPool, inputs: Path) -> None:  # noqa: F811
+    """Celery can lose a chord's callback when a header task dies (celery#2911, #4207): publish the
+    chunks as a plain group, with no callback at all; the last chunk stored completes the run."""
+    request, plan = _planned_not_launched(fault_pool, inputs)
+    records = store()
+    _queue_chunks(request, plan, plan.chunks)
     wait_for(lambda: records.status(request.run_id).terminal, timeout=120, what="completion")
     assert records.status(request.run_id).state is RunState.SUCCEEDED
     assert_exact(request.run_dir, inputs)
@@ -365,26 +377,11 @@ def test_resume_relaunches_a_launch_cut_short_once_it_stalls(fault_pool: WorkerP
     """A load worker that lost the backend while publishing a run's chunks leaves some never queued:
     the run progresses, then stops short. ``resume`` on a run still progressing follows it, and
     relaunches the missing chunks when it stalls, instead of following it forever."""
-    from celery import group
-
-    from atlaspipe.config import AnalysisSettings
-    from atlaspipe.model import RunRequest, new_run_id
-    from atlaspipe.pipeline.celery.app import create_app
-    from atlaspipe.pipeline.celery.canvas import PROCESS_TASK, chunk_task_id
-    from atlaspipe.pipeline.lifecycle import Lifecycle, now_text
-
-    start_stages(fault_pool)
-    app = create_app(FAULT_BROKER_URL, BACKEND_URL)
+    request, plan = _planned_not_launched(fault_pool, inputs)
     records = store()
-    request = RunRequest(run_id=new_run_id(), inputs=(str(inputs),), output_dir=str(fault_pool.tmp / "outputs"),
-                         created=now_text(), config=AnalysisSettings(chunk_size=CHUNK))
-    lifecycle = Lifecycle(records, "celery")
-    lifecycle.submit(request)
-    plan = lifecycle.plan(request.run_id, "test")
-    assert plan is not None and len(plan.chunks) >= 4
+    assert len(plan.chunks) >= 4
     queued = plan.chunks[: len(plan.chunks) // 2]
-    group(app.signature(PROCESS_TASK, args=(request.run_id, c.to_jsonable(), plan.config.to_json_dict()),
-                        task_id=chunk_task_id(request.run_id, 0, c.chunk_id)) for c in queued).apply_async()
+    _queue_chunks(request, plan, queued)
     wait_for(lambda: len(records.chunk_results(request.run_id)) == len(queued), timeout=120, what="the queued half")
     resumed = run_submit(fault_pool, "resume", request.run_id, "--stall-timeout", "8", timeout=180)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
