@@ -111,17 +111,15 @@ def _stack_inputs(results: RunResults, bin_edges: Sequence[float], data_histogra
         data = data + np.asarray(histogram.values, dtype=np.float64)
     entries = []
     for group in groups:
+        members = [s for s in results.samples.values() if (s.group if s.group in known else OTHER_GROUP_ID) == group.id]
+        if not members:
+            # A group none of whose samples was run is not drawn: a legend entry for nothing misleads.
+            continue
         values, sumw2 = np.zeros(nbins), np.zeros(nbins)
-        for sample in results.samples.values():
-            gid = sample.group if sample.group in known else OTHER_GROUP_ID
-            if gid != group.id:
-                continue
+        for sample in members:
             for src in sample_histograms(sample):
                 values = values + np.asarray(src.values, dtype=np.float64)
                 sumw2 = sumw2 + np.asarray(src.variances, dtype=np.float64)
-        if not any((s.group if s.group in known else OTHER_GROUP_ID) == group.id for s in results.samples.values()):
-            # A group none of whose samples was run is not drawn: a legend entry for nothing misleads.
-            continue
         stacked = stacked_groups is None or group.id in stacked_groups
         entries.append(StackEntry(group=group, values=values, sumw2=sumw2, stacked=stacked))
     label = data_name(results)

@@ -8,6 +8,7 @@ server.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import math
@@ -308,10 +309,7 @@ def _figure_html(run_dir: Path, results: RunResults, stem: str) -> str:
 
 def _plots_html(run_dir: Path, results: RunResults, controls: bool = False) -> str:
     """The m4l figures, or with ``controls`` the control distributions' grids."""
-
-    def figure(stem: str) -> str:
-        return _figure_html(run_dir, results, stem)
-
+    figure = functools.partial(_figure_html, run_dir, results)
     if controls:
         rows = [figure("controls"), figure("controls_channels")]
         empty = "<p class=\"muted\">No control distributions.</p>"
